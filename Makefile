@@ -1,0 +1,64 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both install what they
+# need first (tools/setup) and build the guest assets (the kernel comes from a cache keyed
+# by its configuration, so only the first run compiles it).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+TARGET := x86_64-unknown-linux-gnu
+AGENT := target/$(TARGET)/release/ward-agent
+GUEST := build/guest
+WARD_DEBUG := target/debug/ward
+WARD_RELEASE := target/release/ward
+TEST_CONFIG := build/ward-test.toml
+
+.PHONY: all setup kernel agent initrd assets build build-release config demo test unit e2e lint fmt clean
+
+all: build assets
+
+setup:
+	tools/setup
+
+kernel: setup
+	tools/build-guest-kernel --out $(GUEST)
+
+# Static, for the initramfs: the --target flag keeps RUSTFLAGS off build scripts.
+agent:
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release -p ward-agent --target $(TARGET)
+
+initrd: agent
+	tools/build-initrd --agent $(AGENT) --out $(GUEST)/initrd.img
+
+assets: kernel initrd
+
+build:
+	$(CARGO) build -p ward-runtime
+
+build-release:
+	$(CARGO) build --release -p ward-runtime
+
+# A configuration that points ward at the assets of this checkout.
+config:
+	@mkdir -p build
+	@printf '[guest]\nkernel = "%s"\ninitrd = "%s"\n' "$(CURDIR)/$(GUEST)/vmlinux" "$(CURDIR)/$(GUEST)/initrd.img" > $(TEST_CONFIG)
+
+demo: setup assets build-release config
+	tools/demo $(WARD_RELEASE) $(TEST_CONFIG)
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --exclude ward-e2e
+
+e2e: assets build config
+	WARD_BIN=$(CURDIR)/$(WARD_DEBUG) WARD_CONFIG=$(CURDIR)/$(TEST_CONFIG) \
+		$(CARGO) test -p ward-e2e -- --test-threads=2
+
+test: setup lint unit e2e
+
+clean:
+	$(CARGO) clean
+	rm -rf build

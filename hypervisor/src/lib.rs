@@ -1,0 +1,159 @@
+//! ward's hypervisor layer: one [`Hypervisor`] trait, its backends, and the pieces every
+//! backend shares (the vsock endpoint, the records of the host processes a VM is made of).
+//!
+//! The runtime knows nothing of QEMU or KVM: it describes the VM it wants in a
+//! [`VmConfig`], gets back a [`VmInstance`] it can persist, and later (from another,
+//! short-lived `ward` process) hands that record back to the same backend to stop the VM.
+
+pub mod accel;
+pub mod config;
+pub mod process;
+pub mod qemu;
+pub mod vsock;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use config::{AccelChoice, BackendKind, HypervisorConfig, QemuConfig};
+pub use process::ProcessRecord;
+pub use vsock::{VsockConnection, VsockEndpoint};
+
+/// A directory of the host shared into the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedDir {
+    /// The tag the guest mounts it by (9p mount_tag, virtio-fs tag): at most 31 bytes.
+    pub tag: String,
+    pub host_path: PathBuf,
+    pub read_only: bool,
+}
+
+/// What the runtime asks for: one microVM.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// The sandbox's ID; names the VM in logs and process titles.
+    pub id: String,
+    /// A private host directory for this VM's sockets and logs; it exists and is empty.
+    pub run_dir: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Appended to the backend's own kernel command line.
+    pub extra_kernel_params: String,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub shared_dirs: Vec<SharedDir>,
+}
+
+/// A running VM as the runtime persists it: enough for any later process to reach the
+/// agent and to stop everything the VM is made of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInstance {
+    pub backend: BackendKind,
+    /// Every host process of this VM (the VMM, vsock and filesystem helpers), VMM first.
+    pub processes: Vec<ProcessRecord>,
+    pub vsock: VsockEndpoint,
+    /// The VMM's control socket (QMP for qemu).
+    pub control_socket: PathBuf,
+    /// The guest's serial console, as a file.
+    pub console_log: PathBuf,
+    /// What the backend decided, for logs and `ward check`: e.g. "qemu microvm tcg".
+    pub description: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} not found at {path}: {hint}")]
+    MissingAsset {
+        what: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+    },
+    #[error("{binary} is not installed or not executable: {hint}")]
+    MissingBinary { binary: String, hint: String },
+    #[error("cannot start {what}: {source}")]
+    Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} exited during start-up ({status}); {detail}")]
+    HelperDied {
+        what: String,
+        status: String,
+        detail: String,
+    },
+    #[error("{what} did not become ready within {secs} s; {detail}")]
+    Timeout {
+        what: String,
+        secs: u64,
+        detail: String,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("QMP: {0}")]
+    Qmp(String),
+    #[error("vsock: {0}")]
+    Vsock(String),
+    #[error("accelerator probe: {0}")]
+    Probe(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// One way of running microVMs.
+pub trait Hypervisor {
+    fn kind(&self) -> BackendKind;
+
+    /// Starts the VM and returns once its processes run; the guest may still be booting
+    /// (the runtime waits for the agent, watching [`Hypervisor::is_running`]).
+    fn launch(&self, config: &VmConfig) -> Result<VmInstance>;
+
+    /// Whether the VMM process of `vm` is still alive.
+    fn is_running(&self, vm: &VmInstance) -> bool {
+        vm.processes.first().is_some_and(|p| p.is_alive())
+    }
+
+    /// Stops the VM: asks the VMM to quit, then kills whatever of `vm`'s processes is left
+    /// after `grace`, and waits until none is. Succeeds when the VM is already gone.
+    fn shutdown(&self, vm: &VmInstance, grace: std::time::Duration) -> Result<()>;
+
+    /// Opens a connection to a vsock port of the guest.
+    fn connect(&self, vm: &VmInstance, port: u32) -> Result<VsockConnection> {
+        vm.vsock.connect(port)
+    }
+}
+
+/// The last `lines` lines of the guest console, for errors about a VM that died.
+pub fn console_tail(vm_console: &std::path::Path, lines: usize) -> String {
+    match std::fs::read(vm_console) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            let start = all.len().saturating_sub(lines);
+            all[start..].join("\n")
+        }
+        Err(e) => format!("(console log {} unreadable: {e})", vm_console.display()),
+    }
+}
+
+/// Builds the backend named by `config`.
+pub fn backend(config: &HypervisorConfig) -> Result<Box<dyn Hypervisor>> {
+    match config.backend {
+        BackendKind::Qemu => Ok(Box::new(qemu::Qemu::new(config.qemu.clone(), config.accel))),
+    }
+}

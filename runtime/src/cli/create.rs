@@ -1,0 +1,14 @@
+//! `ward create [--bundle B] [--pid-file F] ID`
+
+use crate::cli::CliError;
+use crate::container::{lifecycle, Context};
+
+pub fn execute(ctx: &Context, args: &liboci_cli::Create) -> Result<i32, CliError> {
+    lifecycle::create(
+        ctx,
+        &args.bundle,
+        &args.container_id,
+        args.pid_file.as_deref(),
+    )?;
+    Ok(0)
+}

@@ -1,0 +1,129 @@
+//! The command line: runc's contract (flags from liboci-cli where its types fit), one file
+//! per command. Commands parse and call `container::lifecycle`; they hold no logic of
+//! their own beyond printing.
+
+pub mod create;
+pub mod delete;
+pub mod kill;
+pub mod relay;
+pub mod run;
+pub mod start;
+pub mod state;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use thiserror::Error;
+
+use crate::config::{Config, ConfigError};
+use crate::container::{Context, LifecycleError, Store};
+use crate::logging::{self, LogError};
+
+pub const DEFAULT_ROOT: &str = "/run/ward";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ward",
+    version,
+    about = "Runs OCI containers, each inside its own microVM",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: liboci_cli::GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a container: boot its microVM and prepare its process
+    Create(liboci_cli::Create),
+    /// Run the user's process of a created container
+    Start(liboci_cli::Start),
+    /// Print the state of a container (OCI state JSON)
+    State(liboci_cli::State),
+    /// Send a signal to the container's init process (default SIGTERM)
+    Kill(kill::Kill),
+    /// Delete a container and its microVM
+    Delete(liboci_cli::Delete),
+    /// Create and start a container, in the foreground unless --detach
+    Run(liboci_cli::Run),
+    /// (internal) the host process standing for a container's init process
+    #[command(hide = true)]
+    Relay(relay::Relay),
+}
+
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<crate::container::StoreError> for CliError {
+    fn from(e: crate::container::StoreError) -> Self {
+        CliError::Lifecycle(e.into())
+    }
+}
+
+/// Builds the shared context from the global flags.
+pub fn context(global: &liboci_cli::GlobalOpts) -> Result<Context, CliError> {
+    let config = Config::load()?;
+    let level = if global.debug {
+        slog::Level::Debug
+    } else {
+        logging::parse_level(&config.log.level)?
+    };
+    let log = logging::build(global.log.as_deref(), global.log_format.as_deref(), level)?;
+    let root = global
+        .root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+    // The relay runs from another working directory's point of view: give it absolute paths.
+    let absolute =
+        |p: &PathBuf| -> PathBuf { std::path::absolute(p).unwrap_or_else(|_| p.clone()) };
+    let root = absolute(&root);
+    let mut relay_flags = vec!["--root".to_string(), root.display().to_string()];
+    if let Some(path) = &global.log {
+        relay_flags.push("--log".into());
+        relay_flags.push(absolute(path).display().to_string());
+    }
+    if let Some(format) = &global.log_format {
+        relay_flags.push("--log-format".into());
+        relay_flags.push(format.clone());
+    }
+    if global.debug {
+        relay_flags.push("--debug".into());
+    }
+    Ok(Context {
+        store: Store::new(root),
+        config,
+        log,
+        relay_flags,
+    })
+}
+
+/// Runs one command; returns the process exit code.
+pub fn execute(cli: &Cli, ctx: &Context) -> Result<i32, CliError> {
+    match &cli.command {
+        Command::Create(args) => create::execute(ctx, args),
+        Command::Start(args) => start::execute(ctx, args),
+        Command::State(args) => state::execute(ctx, args),
+        Command::Kill(args) => kill::execute(ctx, args),
+        Command::Delete(args) => delete::execute(ctx, args),
+        Command::Run(args) => run::execute(ctx, args),
+        Command::Relay(args) => relay::execute(ctx, args),
+    }
+}

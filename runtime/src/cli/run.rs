@@ -1,0 +1,76 @@
+//! `ward run [--bundle B] [--detach] ID`: create and start. In the foreground `run` is the
+//! relay itself (stdio attached, signals forwarded, the guest's exit status is ours) and
+//! deletes the container when its process has exited, as runc does.
+
+use std::sync::Arc;
+
+use slog::{info, warn};
+
+use crate::cli::CliError;
+use crate::container::lifecycle::{self, Prepared};
+use crate::container::{Context, LifecycleError, Status};
+use crate::relay::{self, signals, Streams};
+
+pub fn execute(ctx: &Context, args: &liboci_cli::Run) -> Result<i32, CliError> {
+    let id = args.container_id.as_str();
+    if args.detach {
+        lifecycle::create(ctx, &args.bundle, id, args.pid_file.as_deref())?;
+        lifecycle::start(ctx, id)?;
+        return Ok(0);
+    }
+    // Before any thread exists, so that every thread inherits the mask.
+    signals::block().map_err(|e| CliError::Io {
+        what: "blocking signals".into(),
+        source: e.into(),
+    })?;
+    let started = std::time::Instant::now();
+    let Prepared {
+        lock,
+        mut state,
+        sandbox,
+        agent,
+    } = lifecycle::prepare(ctx, &args.bundle, id)?;
+
+    let result = (|| -> Result<i32, LifecycleError> {
+        let sandbox_err = |source| LifecycleError::Sandbox {
+            id: id.to_string(),
+            source,
+        };
+        let streams = Streams::open(&sandbox, id, "").map_err(sandbox_err)?;
+        state.relay = ward_hypervisor::ProcessRecord::of("relay", std::process::id() as i32);
+        state.status = Status::Created;
+        ctx.store.save(&lock, &state)?;
+        if let Some(path) = &args.pid_file {
+            lifecycle::write_pid_file(path, std::process::id() as i32).map_err(|source| {
+                LifecycleError::Io {
+                    id: id.to_string(),
+                    what: format!("writing pid file {}", path.display()),
+                    source,
+                }
+            })?;
+        }
+        agent
+            .start_container(id)
+            .map_err(|source| LifecycleError::Agent {
+                id: id.to_string(),
+                source,
+            })?;
+        state.status = Status::Running;
+        ctx.store.save(&lock, &state)?;
+        info!(ctx.log, "container running"; "container" => id,
+              "since_run_ms" => started.elapsed().as_millis() as u64);
+        relay::serve(Arc::new(agent), id, "", streams, &ctx.log).map_err(|e| {
+            LifecycleError::Relay {
+                id: id.to_string(),
+                message: e.to_string(),
+            }
+        })
+    })();
+
+    drop(sandbox);
+    lifecycle::teardown(ctx, &state);
+    if let Err(e) = ctx.store.remove(lock, id) {
+        warn!(ctx.log, "removing the container's state"; "error" => e.to_string());
+    }
+    Ok(result?)
+}

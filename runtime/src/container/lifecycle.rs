@@ -1,0 +1,414 @@
+//! The lifecycle operations behind the commands: create, start, kill, delete, and the
+//! pieces `run` and the relay share with them. Each changes state only under the
+//! container's lock and writes the result back before it returns.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use slog::{info, warn, Logger};
+use thiserror::Error;
+use ward_agent_protocol::agent::Storage;
+use ward_hypervisor::{ProcessRecord, SharedDir};
+
+use super::bundle::{Bundle, BundleError};
+use super::state::{ContainerState, Status};
+use super::store::{ContainerLock, Store, StoreError};
+use crate::config::Config;
+use crate::sandbox::{Agent, AgentError, Sandbox, SandboxError};
+
+/// The 9p tag of the container's root filesystem (9p tags are at most 31 bytes).
+const ROOTFS_TAG: &str = "ward-rootfs";
+/// How long a VM gets to quit on its own when it is being torn down.
+const VM_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("container \"{id}\": {source}")]
+    Sandbox {
+        id: String,
+        #[source]
+        source: SandboxError,
+    },
+    #[error("container \"{id}\": {source}")]
+    Agent {
+        id: String,
+        #[source]
+        source: AgentError,
+    },
+    #[error("cannot {action} container \"{id}\": it is {status}")]
+    WrongState {
+        action: &'static str,
+        id: String,
+        status: Status,
+    },
+    #[error("cannot delete container \"{id}\" that is not stopped: {status} (use --force)")]
+    NotStopped { id: String, status: Status },
+    #[error("container \"{id}\": {what}: {source}")]
+    Io {
+        id: String,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container \"{id}\": the relay process failed: {message}")]
+    Relay { id: String, message: String },
+}
+
+/// What every command needs: where state lives, the configuration, the logger.
+pub struct Context {
+    pub store: Store,
+    pub config: Config,
+    pub log: Logger,
+    /// The global flags to give a relay so it logs where we do.
+    pub relay_flags: Vec<String>,
+}
+
+fn sandbox_err(id: &str) -> impl Fn(SandboxError) -> LifecycleError + '_ {
+    move |source| LifecycleError::Sandbox {
+        id: id.to_string(),
+        source,
+    }
+}
+
+fn agent_err(id: &str) -> impl Fn(AgentError) -> LifecycleError + '_ {
+    move |source| LifecycleError::Agent {
+        id: id.to_string(),
+        source,
+    }
+}
+
+/// A container whose VM runs and whose init process waits for StartContainer.
+pub struct Prepared {
+    pub lock: ContainerLock,
+    pub state: ContainerState,
+    pub sandbox: Sandbox,
+    pub agent: Agent,
+}
+
+/// Claims the ID, boots the VM, and has the agent create the container. On any failure
+/// nothing is left behind: no VM, no helper, no state directory.
+pub fn prepare(ctx: &Context, bundle_path: &Path, id: &str) -> Result<Prepared, LifecycleError> {
+    // Validate everything we can before touching the disk or starting anything.
+    ward_agent_protocol::ids::validate_id(id).map_err(StoreError::from)?;
+    let bundle = Bundle::load(bundle_path)?;
+    let lock = ctx.store.claim(id)?;
+    let mut state = ContainerState {
+        id: id.to_string(),
+        bundle: bundle.path.clone(),
+        rootfs: bundle.rootfs.clone(),
+        created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+        status: Status::Creating,
+        annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+        vm: None,
+        relay: None,
+        exit_status: None,
+    };
+    let result = ctx
+        .store
+        .save(&lock, &state)
+        .map_err(LifecycleError::from)
+        .and_then(|()| boot(ctx, &bundle, &mut state, &lock));
+    match result {
+        Ok((sandbox, agent)) => Ok(Prepared {
+            lock,
+            state,
+            sandbox,
+            agent,
+        }),
+        Err(e) => {
+            teardown(ctx, &state);
+            if let Err(cleanup) = ctx.store.remove(lock, id) {
+                warn!(ctx.log, "cleaning up after a failed create"; "error" => cleanup.to_string());
+            }
+            Err(e)
+        }
+    }
+}
+
+fn boot(
+    ctx: &Context,
+    bundle: &Bundle,
+    state: &mut ContainerState,
+    lock: &ContainerLock,
+) -> Result<(Sandbox, Agent), LifecycleError> {
+    let id = state.id.clone();
+    let started = std::time::Instant::now();
+    let shared = vec![SharedDir {
+        tag: ROOTFS_TAG.to_string(),
+        host_path: bundle.rootfs.clone(),
+        read_only: false,
+    }];
+    let sandbox = Sandbox::launch(&ctx.config, &id, &ctx.store.vm_dir(&id), shared, &ctx.log)
+        .map_err(sandbox_err(&id))?;
+    // Record the VM before anything else can fail, so a crash from here on leaves
+    // processes that `delete --force` can find.
+    state.vm = Some(sandbox.vm.clone());
+    ctx.store.save(lock, state)?;
+
+    let timeout = Duration::from_secs(ctx.config.guest.boot_timeout_secs);
+    let agent = sandbox
+        .wait_for_agent(timeout, &ctx.log)
+        .map_err(sandbox_err(&id))?;
+    info!(ctx.log, "agent ready"; "container" => &id, "boot_ms" => started.elapsed().as_millis() as u64);
+
+    let rootfs_guest = format!("/run/ward/containers/{id}/rootfs");
+    let storage = Storage {
+        source: ROOTFS_TAG.to_string(),
+        fstype: "9p".to_string(),
+        options: vec![
+            "trans=virtio".to_string(),
+            "version=9p2000.L".to_string(),
+            "msize=262144".to_string(),
+        ],
+        mount_point: rootfs_guest.clone(),
+        ..Default::default()
+    };
+    let spec_json = serde_json::to_vec(&bundle.spec).map_err(|e| LifecycleError::Io {
+        id: id.clone(),
+        what: "serializing the OCI spec".into(),
+        source: e.into(),
+    })?;
+    agent
+        .create_container(&id, spec_json, vec![storage], &rootfs_guest)
+        .map_err(agent_err(&id))?;
+    Ok((sandbox, agent))
+}
+
+/// Stops every host process of the container that still runs. Never fails: what cannot be
+/// stopped is logged, and the caller decides whether to keep the state.
+pub fn teardown(ctx: &Context, state: &ContainerState) {
+    if let Some(vm) = &state.vm {
+        match Sandbox::attach(&ctx.config, vm.clone()) {
+            Ok(sandbox) => {
+                if let Err(e) = sandbox.shutdown(VM_SHUTDOWN_GRACE) {
+                    warn!(ctx.log, "stopping the VM"; "container" => &state.id, "error" => e.to_string());
+                }
+            }
+            Err(e) => warn!(ctx.log, "no backend for the VM"; "error" => e.to_string()),
+        }
+    }
+    // Whatever the backend could not stop, and the relay, stop by record.
+    let me = std::process::id() as i32;
+    for process in state.processes() {
+        if process.pid != me {
+            process.terminate(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Starts the relay for a created container and waits until its streams are attached.
+pub fn spawn_relay(ctx: &Context, id: &str) -> Result<ProcessRecord, LifecycleError> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+
+    let io_err = |what: &str, source: std::io::Error| LifecycleError::Io {
+        id: id.to_string(),
+        what: what.to_string(),
+        source,
+    };
+    let exe = std::env::current_exe().map_err(|e| io_err("finding the ward binary", e))?;
+    let (ready_read, ready_write): (OwnedFd, OwnedFd) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| io_err("creating the relay's ready pipe", e.into()))?;
+    let ready_fd = ready_write.as_raw_fd();
+    let mut command = std::process::Command::new(exe);
+    command.args(&ctx.relay_flags).arg("relay").arg(id).env(
+        crate::cli::relay::READY_FD_ENV,
+        crate::cli::relay::READY_FD.to_string(),
+    );
+    // SAFETY: between fork and exec the closure only calls async-signal-safe functions
+    // (setsid, dup2) on descriptors that stay open in the parent until spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if libc::dup2(ready_fd, crate::cli::relay::READY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| io_err("starting the relay", e))?;
+    drop(ready_write);
+    let pid = child.id() as i32;
+    // The relay writes "ok" once it is attached, or the reason it failed.
+    let mut answer = String::new();
+    std::fs::File::from(ready_read)
+        .read_to_string(&mut answer)
+        .map_err(|e| io_err("reading the relay's ready pipe", e))?;
+    if answer.trim() != "ok" {
+        let message = if answer.is_empty() {
+            "it exited before attaching to the container's stdio".to_string()
+        } else {
+            answer.trim().to_string()
+        };
+        return Err(LifecycleError::Relay {
+            id: id.to_string(),
+            message,
+        });
+    }
+    // The relay outlives us; whoever inherits it (init or a subreaper) reaps it.
+    std::mem::forget(child);
+    ProcessRecord::of("relay", pid).ok_or_else(|| LifecycleError::Relay {
+        id: id.to_string(),
+        message: "it exited right after attaching".into(),
+    })
+}
+
+/// Writes the PID file as runc does: to a temporary file renamed into place.
+pub fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} is not a file path", path.display())))?;
+    let tmp: PathBuf = dir
+        .unwrap_or(Path::new("."))
+        .join(format!(".{}", name.to_string_lossy()));
+    std::fs::write(&tmp, pid.to_string())?;
+    std::fs::rename(&tmp, path)
+}
+
+/// `ward create`.
+pub fn create(
+    ctx: &Context,
+    bundle: &Path,
+    id: &str,
+    pid_file: Option<&Path>,
+) -> Result<(), LifecycleError> {
+    let Prepared {
+        lock,
+        mut state,
+        sandbox,
+        agent,
+    } = prepare(ctx, bundle, id)?;
+    drop(agent);
+    let finish = (|| {
+        let relay = spawn_relay(ctx, id)?;
+        state.relay = Some(relay.clone());
+        state.status = Status::Created;
+        ctx.store.save(&lock, &state)?;
+        if let Some(path) = pid_file {
+            write_pid_file(path, relay.pid).map_err(|source| LifecycleError::Io {
+                id: id.to_string(),
+                what: format!("writing pid file {}", path.display()),
+                source,
+            })?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = finish {
+        drop(sandbox);
+        teardown(ctx, &state);
+        let _ = ctx.store.remove(lock, id);
+        return Err(e);
+    }
+    info!(ctx.log, "container created"; "container" => id);
+    Ok(())
+}
+
+/// `ward start`.
+pub fn start(ctx: &Context, id: &str) -> Result<(), LifecycleError> {
+    let lock = ctx.store.lock(id)?;
+    let mut state = ctx.store.load(id)?;
+    let status = state.current_status();
+    if status != Status::Created {
+        return Err(LifecycleError::WrongState {
+            action: "start",
+            id: id.to_string(),
+            status,
+        });
+    }
+    let vm = state.vm.clone().ok_or_else(|| LifecycleError::WrongState {
+        action: "start",
+        id: id.to_string(),
+        status: Status::Creating,
+    })?;
+    let sandbox = Sandbox::attach(&ctx.config, vm).map_err(sandbox_err(id))?;
+    let agent = sandbox.agent().map_err(sandbox_err(id))?;
+    agent.start_container(id).map_err(agent_err(id))?;
+    state.status = Status::Running;
+    ctx.store.save(&lock, &state)?;
+    info!(ctx.log, "container started"; "container" => id);
+    Ok(())
+}
+
+/// `ward kill`.
+pub fn kill(ctx: &Context, id: &str, signal: i32, all: bool) -> Result<(), LifecycleError> {
+    let state = ctx.store.load(id)?;
+    let status = state.current_status();
+    if !matches!(status, Status::Created | Status::Running | Status::Paused) {
+        return Err(LifecycleError::WrongState {
+            action: "kill",
+            id: id.to_string(),
+            status,
+        });
+    }
+    let vm = state.vm.clone().ok_or_else(|| LifecycleError::WrongState {
+        action: "kill",
+        id: id.to_string(),
+        status: Status::Creating,
+    })?;
+    let sandbox = Sandbox::attach(&ctx.config, vm).map_err(sandbox_err(id))?;
+    let agent = sandbox.agent().map_err(sandbox_err(id))?;
+    agent
+        .signal_process(id, "", signal, all)
+        .map_err(agent_err(id))?;
+    info!(ctx.log, "signal sent"; "container" => id, "signal" => signal, "all" => all);
+    Ok(())
+}
+
+/// `ward delete`.
+pub fn delete(ctx: &Context, id: &str, force: bool) -> Result<(), LifecycleError> {
+    let lock = ctx.store.lock(id)?;
+    let state = match ctx.store.load(id) {
+        Ok(state) => state,
+        // A create that crashed before its first save leaves only the directory.
+        Err(StoreError::NotFound(_)) => {
+            ctx.store.remove(lock, id)?;
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let status = state.current_status();
+    if matches!(status, Status::Running | Status::Paused) && !force {
+        return Err(LifecycleError::NotStopped {
+            id: id.to_string(),
+            status,
+        });
+    }
+    teardown(ctx, &state);
+    ctx.store.remove(lock, id)?;
+    info!(ctx.log, "container deleted"; "container" => id);
+    Ok(())
+}
+
+/// Records the exit status of the container's init process.
+pub fn record_exit(ctx: &Context, id: &str, exit_status: i32) -> Result<(), LifecycleError> {
+    let lock = ctx.store.lock(id)?;
+    let mut state = ctx.store.load(id)?;
+    state.exit_status = Some(exit_status);
+    state.status = Status::Stopped;
+    ctx.store.save(&lock, &state)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_file_is_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pid");
+        write_pid_file(&path, 4242).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "4242");
+        write_pid_file(&path, 7).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "7");
+    }
+}

@@ -1,0 +1,11 @@
+//! Containers: bundles in, state on disk, the lifecycle state machine.
+
+pub mod bundle;
+pub mod state;
+pub mod store;
+
+pub use state::Status;
+pub use store::{Store, StoreError};
+pub mod lifecycle;
+
+pub use lifecycle::{Context, LifecycleError};

@@ -1,0 +1,249 @@
+//! Container state on disk, under `--root`: one directory per container holding
+//! `state.json` (replaced atomically: written to a temporary file, synced, renamed) and
+//! `lock` (flock'ed by every command that changes the container). The directory is created
+//! with mkdir, which is atomic, so two `create`s of one ID cannot both succeed. The VM's
+//! sockets and logs live in `vm/` inside it, so removing the directory removes them all.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use thiserror::Error;
+use ward_agent_protocol::ids::{validate_id, IdError};
+
+use super::state::ContainerState;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    InvalidId(#[from] IdError),
+    #[error("container \"{0}\" does not exist")]
+    NotFound(String),
+    #[error("container with id exists: {0}")]
+    Exists(String),
+    #[error("container \"{id}\": {action} {path}: {source}")]
+    Io {
+        id: String,
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container \"{id}\": corrupt state file {path}: {message}")]
+    Corrupt {
+        id: String,
+        path: PathBuf,
+        message: String,
+    },
+}
+
+/// The `--root` directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// An exclusive hold on one container; released on drop.
+pub struct ContainerLock {
+    _flock: Flock<File>,
+}
+
+impl Store {
+    pub fn new(root: PathBuf) -> Store {
+        Store { root }
+    }
+
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// The private directory of the container's VM (sockets, console log).
+    pub fn vm_dir(&self, id: &str) -> PathBuf {
+        self.dir(id).join("vm")
+    }
+
+    fn state_path(&self, id: &str) -> PathBuf {
+        self.dir(id).join("state.json")
+    }
+
+    fn io(id: &str, action: &'static str, path: &Path, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            id: id.to_string(),
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Claims `id`: creates its directory (failing if it exists) and locks it.
+    pub fn claim(&self, id: &str) -> Result<ContainerLock, StoreError> {
+        validate_id(id)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&self.root)
+            .map_err(|e| Self::io(id, "creating root directory", &self.root, e))?;
+        let dir = self.dir(id);
+        match fs::DirBuilder::new().mode(0o711).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::Exists(id.to_string()))
+            }
+            Err(e) => return Err(Self::io(id, "creating", &dir, e)),
+        }
+        let vm_dir = self.vm_dir(id);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&vm_dir)
+            .map_err(|e| Self::io(id, "creating", &vm_dir, e))?;
+        self.lock(id)
+    }
+
+    /// Waits for exclusive use of an existing container.
+    pub fn lock(&self, id: &str) -> Result<ContainerLock, StoreError> {
+        validate_id(id)?;
+        let dir = self.dir(id);
+        if !dir.is_dir() {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        let path = dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StoreError::NotFound(id.to_string()),
+                _ => Self::io(id, "opening", &path, e),
+            })?;
+        let flock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| Self::io(id, "locking", &path, errno.into()))?;
+        // The container may have been deleted while we waited for the lock.
+        if !dir.is_dir() {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        Ok(ContainerLock { _flock: flock })
+    }
+
+    /// Reads a container's state; needs no lock, since writes are atomic renames.
+    pub fn load(&self, id: &str) -> Result<ContainerState, StoreError> {
+        validate_id(id)?;
+        let path = self.state_path(id);
+        let text = match fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(id.to_string()))
+            }
+            Err(e) => return Err(Self::io(id, "reading", &path, e)),
+        };
+        serde_json::from_slice(&text).map_err(|e| StoreError::Corrupt {
+            id: id.to_string(),
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// Replaces the container's state; the caller holds its lock.
+    pub fn save(&self, _lock: &ContainerLock, state: &ContainerState) -> Result<(), StoreError> {
+        let id = &state.id;
+        let path = self.state_path(id);
+        let tmp = self.dir(id).join(".state.json.tmp");
+        let text = serde_json::to_vec_pretty(state).map_err(|e| StoreError::Corrupt {
+            id: id.clone(),
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let mut file = File::create(&tmp).map_err(|e| Self::io(id, "creating", &tmp, e))?;
+        file.write_all(&text)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Self::io(id, "writing", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| Self::io(id, "renaming into", &path, e))
+    }
+
+    /// Removes the container's directory and everything in it.
+    pub fn remove(&self, _lock: ContainerLock, id: &str) -> Result<(), StoreError> {
+        let dir = self.dir(id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Self::io(id, "removing", &dir, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::state::Status;
+
+    fn sample(id: &str) -> ContainerState {
+        ContainerState {
+            id: id.into(),
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created: "now".into(),
+            status: Status::Creating,
+            annotations: Default::default(),
+            vm: None,
+            relay: None,
+            exit_status: None,
+        }
+    }
+
+    #[test]
+    fn claim_save_load_remove() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::new(root.path().join("ward"));
+        let lock = store.claim("c1").unwrap();
+        store.save(&lock, &sample("c1")).unwrap();
+        assert_eq!(store.load("c1").unwrap(), sample("c1"));
+        assert!(matches!(store.claim("c1"), Err(StoreError::Exists(_))));
+        store.remove(lock, "c1").unwrap();
+        assert!(matches!(store.load("c1"), Err(StoreError::NotFound(_))));
+        assert!(matches!(store.lock("c1"), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn bad_ids_never_touch_the_disk() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::new(root.path().to_path_buf());
+        for id in ["../x", "a/b", "..", ""] {
+            assert!(
+                matches!(store.claim(id), Err(StoreError::InvalidId(_))),
+                "{id}"
+            );
+            assert!(
+                matches!(store.load(id), Err(StoreError::InvalidId(_))),
+                "{id}"
+            );
+        }
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn concurrent_writers_never_tear_the_file() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::new(root.path().to_path_buf());
+        drop(store.claim("c").unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|n| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let lock = store.lock("c").unwrap();
+                        let mut s = sample("c");
+                        s.created = format!("{n}-{i}");
+                        store.save(&lock, &s).unwrap();
+                        drop(lock);
+                        store.load("c").unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! `ward`: a runc-compatible OCI runtime that runs each container inside its own microVM.
+
+mod cli;
+mod config;
+mod container;
+mod logging;
+mod relay;
+mod sandbox;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let ctx = match cli::context(&cli.global) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("ward: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match cli::execute(&cli, &ctx) {
+        Ok(code) => code,
+        Err(e) => {
+            // Engines read the log file for the reason; people read stderr.
+            slog::error!(ctx.log, "{}", e);
+            if cli.global.log.is_some() {
+                eprintln!("ward: {e}");
+            }
+            1
+        }
+    };
+    drop(ctx);
+    std::process::exit(code);
+}

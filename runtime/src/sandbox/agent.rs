@@ -1,0 +1,146 @@
+//! The runtime's side of the agent protocol: a ttrpc client over a vsock connection, with
+//! the version check made at every connect and a deadline on every call but WaitProcess.
+
+use std::os::fd::IntoRawFd;
+use std::time::Duration;
+
+use thiserror::Error;
+use ward_agent_protocol::agent::{
+    CheckRequest, CreateContainerRequest, SignalProcessRequest, StartContainerRequest, Storage,
+    WaitProcessRequest,
+};
+use ward_agent_protocol::agent_ttrpc::AgentClient;
+use ward_agent_protocol::{AGENT_VERSION, PROTOCOL_VERSION};
+use ward_hypervisor::VsockConnection;
+
+/// Control calls are small; the deadline only has to cover a slow guest (emulated ring 0
+/// makes every guest syscall cost milliseconds).
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("agent: cannot set up the ttrpc client: {0}")]
+    Client(String),
+    #[error("agent speaks protocol {agent} (agent {agent_version}), this runtime speaks {ours} (runtime {AGENT_VERSION}): rebuild the initramfs with `make assets`")]
+    Version {
+        agent: u32,
+        agent_version: String,
+        ours: u32,
+    },
+    #[error("agent: {call}: {message}")]
+    Call { call: &'static str, message: String },
+}
+
+/// A connected, version-checked agent.
+pub struct Agent {
+    client: AgentClient,
+}
+
+fn ctx(timeout: Option<Duration>) -> ttrpc::context::Context {
+    match timeout {
+        Some(t) => ttrpc::context::with_timeout(t.as_nanos() as i64),
+        None => ttrpc::context::Context::default(),
+    }
+}
+
+/// ttrpc reports a remote status as "RpcStatus(...)": keep only the agent's message.
+fn describe(error: ttrpc::Error) -> String {
+    match error {
+        ttrpc::Error::RpcStatus(status) => status.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
+impl Agent {
+    /// Wraps an open connection to the agent's port and checks the protocol version.
+    pub fn over(connection: VsockConnection, timeout: Duration) -> Result<Agent, AgentError> {
+        let fd = connection.into_fd().into_raw_fd();
+        let client = ttrpc::Client::new(fd).map_err(|e| AgentError::Client(e.to_string()))?;
+        let agent = Agent {
+            client: AgentClient::new(client),
+        };
+        let reply = agent
+            .client
+            .check(ctx(Some(timeout)), &CheckRequest::new())
+            .map_err(|e| AgentError::Call {
+                call: "Check",
+                message: describe(e),
+            })?;
+        if reply.protocol_version != PROTOCOL_VERSION {
+            return Err(AgentError::Version {
+                agent: reply.protocol_version,
+                agent_version: reply.agent_version,
+                ours: PROTOCOL_VERSION,
+            });
+        }
+        Ok(agent)
+    }
+
+    pub fn create_container(
+        &self,
+        id: &str,
+        spec_json: Vec<u8>,
+        storages: Vec<Storage>,
+        rootfs_guest_path: &str,
+    ) -> Result<(), AgentError> {
+        let mut req = CreateContainerRequest::new();
+        req.container_id = id.to_string();
+        req.oci_spec_json = spec_json;
+        req.storages = storages;
+        req.rootfs_guest_path = rootfs_guest_path.to_string();
+        self.client
+            .create_container(ctx(Some(CALL_TIMEOUT)), &req)
+            .map(drop)
+            .map_err(|e| AgentError::Call {
+                call: "CreateContainer",
+                message: describe(e),
+            })
+    }
+
+    pub fn start_container(&self, id: &str) -> Result<(), AgentError> {
+        let mut req = StartContainerRequest::new();
+        req.container_id = id.to_string();
+        self.client
+            .start_container(ctx(Some(CALL_TIMEOUT)), &req)
+            .map(drop)
+            .map_err(|e| AgentError::Call {
+                call: "StartContainer",
+                message: describe(e),
+            })
+    }
+
+    pub fn signal_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+        signal: i32,
+        all: bool,
+    ) -> Result<(), AgentError> {
+        let mut req = SignalProcessRequest::new();
+        req.container_id = id.to_string();
+        req.exec_id = exec_id.to_string();
+        req.signal = signal as u32;
+        req.all = all;
+        self.client
+            .signal_process(ctx(Some(CALL_TIMEOUT)), &req)
+            .map(drop)
+            .map_err(|e| AgentError::Call {
+                call: "SignalProcess",
+                message: describe(e),
+            })
+    }
+
+    /// Blocks until the process exits; returns its shell-style status.
+    pub fn wait_process(&self, id: &str, exec_id: &str) -> Result<i32, AgentError> {
+        let mut req = WaitProcessRequest::new();
+        req.container_id = id.to_string();
+        req.exec_id = exec_id.to_string();
+        self.client
+            .wait_process(ctx(None), &req)
+            .map(|reply| reply.status)
+            .map_err(|e| AgentError::Call {
+                call: "WaitProcess",
+                message: describe(e),
+            })
+    }
+}

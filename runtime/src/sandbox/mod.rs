@@ -1,0 +1,171 @@
+//! One microVM and the way into it: launching it through the `Hypervisor` trait, waiting
+//! for its agent, opening stdio streams, and tearing it down. Everything here works from a
+//! persisted `VmInstance`, so each short-lived `ward` command can pick the VM up again.
+
+pub mod agent;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use slog::{debug, info, Logger};
+use thiserror::Error;
+use ward_agent_protocol::stream::{self, StreamHeader, StreamKind};
+use ward_agent_protocol::{AGENT_VSOCK_PORT, STREAM_VSOCK_PORT};
+use ward_hypervisor::{Hypervisor, SharedDir, VmConfig, VmInstance, VsockConnection};
+
+pub use agent::{Agent, AgentError};
+
+use crate::config::Config;
+
+/// How many console lines an error about a dead VM shows.
+const CONSOLE_TAIL_LINES: usize = 20;
+
+#[derive(Debug, Error)]
+pub enum SandboxError {
+    #[error(transparent)]
+    Hypervisor(#[from] ward_hypervisor::Error),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error("the VM exited while booting; last lines of its console ({log}):\n{tail}")]
+    DiedDuringBoot { log: String, tail: String },
+    #[error("the VM is not running (its console log {log} ends with:\n{tail})")]
+    Dead { log: String, tail: String },
+    #[error("the agent did not answer within {secs} s of VM start (last error: {last}); last lines of the console ({log}):\n{tail}")]
+    BootTimeout {
+        secs: u64,
+        last: String,
+        log: String,
+        tail: String,
+    },
+    #[error("stream {what}: {message}")]
+    Stream { what: String, message: String },
+}
+
+/// A launched (or re-attached) microVM.
+pub struct Sandbox {
+    hypervisor: Box<dyn Hypervisor>,
+    pub vm: VmInstance,
+}
+
+impl Sandbox {
+    /// Boots a VM sharing `shared_dirs` and returns once the VM process runs.
+    pub fn launch(
+        config: &Config,
+        id: &str,
+        run_dir: &std::path::Path,
+        shared_dirs: Vec<SharedDir>,
+        log: &Logger,
+    ) -> Result<Sandbox, SandboxError> {
+        let hypervisor = ward_hypervisor::backend(&config.hypervisor)?;
+        let vm_config = VmConfig {
+            id: id.to_string(),
+            run_dir: run_dir.to_path_buf(),
+            kernel: config.guest.kernel.clone(),
+            initrd: config.guest.initrd.clone(),
+            extra_kernel_params: config.guest.kernel_params.clone(),
+            vcpus: config.guest.vcpus,
+            memory_mib: config.guest.memory_mib,
+            shared_dirs,
+        };
+        let vm = hypervisor.launch(&vm_config)?;
+        info!(log, "VM launched"; "container" => id, "vm" => &vm.description,
+              "pids" => format!("{:?}", vm.processes.iter().map(|p| p.pid).collect::<Vec<_>>()));
+        Ok(Sandbox { hypervisor, vm })
+    }
+
+    /// Picks up a VM that an earlier command launched.
+    pub fn attach(config: &Config, vm: VmInstance) -> Result<Sandbox, SandboxError> {
+        let hypervisor = ward_hypervisor::backend(&config.hypervisor)?;
+        Ok(Sandbox { hypervisor, vm })
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.hypervisor.is_running(&self.vm)
+    }
+
+    fn console_tail(&self) -> (String, String) {
+        (
+            self.vm.console_log.display().to_string(),
+            ward_hypervisor::console_tail(&self.vm.console_log, CONSOLE_TAIL_LINES),
+        )
+    }
+
+    /// Waits until the agent answers Check, watching the VM so that a guest that dies
+    /// ends the wait at once with its console output.
+    pub fn wait_for_agent(&self, timeout: Duration, log: &Logger) -> Result<Agent, SandboxError> {
+        let start = Instant::now();
+        let mut last;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            if !self.is_running() {
+                let (log, tail) = self.console_tail();
+                return Err(SandboxError::DiedDuringBoot { log, tail });
+            }
+            let attempt = self
+                .hypervisor
+                .connect(&self.vm, AGENT_VSOCK_PORT)
+                .map_err(SandboxError::from)
+                .and_then(|conn| Ok(Agent::over(conn, Duration::from_secs(10))?));
+            match attempt {
+                Ok(agent) => {
+                    debug!(log, "agent ready"; "after_ms" => start.elapsed().as_millis() as u64);
+                    return Ok(agent);
+                }
+                Err(SandboxError::Agent(e @ AgentError::Version { .. })) => return Err(e.into()),
+                Err(e) => last = e.to_string(),
+            }
+            if start.elapsed() >= timeout {
+                let (log, tail) = self.console_tail();
+                return Err(SandboxError::BootTimeout {
+                    secs: timeout.as_secs(),
+                    last,
+                    log,
+                    tail,
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Connects to the agent of a VM that is already up.
+    pub fn agent(&self) -> Result<Agent, SandboxError> {
+        if !self.is_running() {
+            let (log, tail) = self.console_tail();
+            return Err(SandboxError::Dead { log, tail });
+        }
+        let conn = self.hypervisor.connect(&self.vm, AGENT_VSOCK_PORT)?;
+        Ok(Agent::over(conn, Duration::from_secs(30))?)
+    }
+
+    /// Opens one stdio stream of a guest process.
+    pub fn open_stream(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        kind: StreamKind,
+    ) -> Result<VsockConnection, SandboxError> {
+        let header = StreamHeader {
+            kind,
+            container_id: container_id.to_string(),
+            exec_id: exec_id.to_string(),
+        };
+        let what = header.to_string();
+        let fail = |message: String| SandboxError::Stream {
+            what: what.clone(),
+            message,
+        };
+        let mut conn = self.hypervisor.connect(&self.vm, STREAM_VSOCK_PORT)?;
+        conn.write_all(header.encode().as_bytes())
+            .map_err(|e| fail(format!("sending the header: {e}")))?;
+        let reply = stream::read_line(&mut conn, 1024)
+            .map_err(|e| fail(format!("reading the agent's reply: {e}")))?;
+        stream::parse_reply(&reply).map_err(|e| fail(e.to_string()))?;
+        Ok(conn)
+    }
+
+    /// Stops the VM and everything it is made of.
+    pub fn shutdown(&self, grace: Duration) -> Result<(), SandboxError> {
+        Ok(self.hypervisor.shutdown(&self.vm, grace)?)
+    }
+}

@@ -1,0 +1,248 @@
+//! Shared helpers of the end-to-end tests: they drive the real `ward` binary, which boots
+//! real microVMs. What they need (root, QEMU, vsock, guest assets) is checked up front, and
+//! a missing piece fails the test with what to do, rather than skipping it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The environment of one test: a private --root and bundle directory.
+pub struct Ward {
+    pub bin: PathBuf,
+    pub config: PathBuf,
+    pub root: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn need(ok: bool, what: &str) {
+    assert!(
+        ok,
+        "end-to-end test prerequisite missing: {what}. Run `make test` (it installs and builds everything)"
+    );
+}
+
+impl Ward {
+    /// Checks the prerequisites and makes a fresh state directory.
+    pub fn new() -> Ward {
+        need(
+            nix::unistd::geteuid().is_root(),
+            "root (ward mounts, and runs QEMU and its helpers)",
+        );
+        let bin = std::env::var_os("WARD_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target/debug/ward"));
+        need(
+            bin.exists(),
+            &format!("the ward binary at {} (WARD_BIN)", bin.display()),
+        );
+        let config = std::env::var_os("WARD_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("build/ward-test.toml"));
+        need(
+            config.exists(),
+            &format!("the test configuration {} (WARD_CONFIG)", config.display()),
+        );
+        need(
+            which("qemu-system-x86_64"),
+            "qemu-system-x86_64 (apt-get install qemu-system-x86)",
+        );
+        need(
+            Path::new("/dev/vhost-vsock").exists() || which("vhost-device-vsock"),
+            "/dev/vhost-vsock or vhost-device-vsock (cargo install vhost-device-vsock)",
+        );
+        need(
+            Path::new("/bin/busybox").exists(),
+            "/bin/busybox (apt-get install busybox-static)",
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("ward-e2e-")
+            .tempdir()
+            .expect("temporary directory");
+        let root = dir.path().join("root");
+        Ward {
+            bin,
+            config,
+            root,
+            dir,
+        }
+    }
+
+    /// Builds a busybox bundle running `args`; returns its path.
+    pub fn bundle(&self, name: &str, args: &[&str]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        let status = Command::new(repo_root().join("tools/busybox-bundle"))
+            .arg(&path)
+            .arg("--")
+            .args(args)
+            .status()
+            .expect("running tools/busybox-bundle");
+        assert!(status.success(), "tools/busybox-bundle failed");
+        path
+    }
+
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(&self.bin);
+        command
+            .env("WARD_CONFIG", &self.config)
+            .arg("--root")
+            .arg(&self.root);
+        command
+    }
+
+    /// Runs `ward ARGS` to completion with stdin closed.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running ward")
+    }
+
+    /// Runs a `ward` command that leaves a relay behind (create, run --detach). The relay
+    /// inherits ward's stdout and stderr, as a runc container's init does, so they go to
+    /// files here: a pipe would stay open for as long as the container runs.
+    pub fn run_detached(&self, args: &[&str]) -> Output {
+        let stamp = format!(
+            "{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        );
+        let out_path = self.dir.path().join(format!("stdout-{stamp}"));
+        let err_path = self.dir.path().join(format!("stderr-{stamp}"));
+        let status = self
+            .command()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+            .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+            .status()
+            .expect("running ward");
+        Output {
+            status,
+            stdout: std::fs::read(&out_path).unwrap_or_default(),
+            stderr: std::fs::read(&err_path).unwrap_or_default(),
+        }
+    }
+
+    /// Runs `ward ARGS` with another configuration file.
+    pub fn run_with_config(&self, config: &Path, args: &[&str]) -> Output {
+        self.command()
+            .env("WARD_CONFIG", config)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running ward")
+    }
+
+    /// `ward state ID` as JSON.
+    pub fn state(&self, id: &str) -> serde_json::Value {
+        let out = self.run(&["state", id]);
+        assert!(
+            out.status.success(),
+            "ward state {id}: {}",
+            text(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("state prints JSON")
+    }
+
+    /// Polls `state` until the status is `want`.
+    pub fn wait_status(&self, id: &str, want: &str, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = self.state(id);
+            if state["status"] == want {
+                return state;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "container {id} did not become {want} within {timeout:?}: {state}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A copy of the test configuration with `extra` appended (TOML).
+    pub fn config_with(&self, name: &str, extra: &str) -> PathBuf {
+        let base = std::fs::read_to_string(&self.config).expect("reading the test configuration");
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, format!("{base}\n{extra}\n")).expect("writing a configuration");
+        path
+    }
+}
+
+pub fn which(binary: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
+        .unwrap_or(false)
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts that `out` failed and that its stderr contains `needle`.
+pub fn assert_fails_with(out: &Output, needle: &str) {
+    let stderr = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure containing {needle:?}, but it succeeded; stdout: {}",
+        text(&out.stdout)
+    );
+    assert!(
+        stderr.contains(needle),
+        "expected stderr to contain {needle:?}, got: {stderr}"
+    );
+    assert!(
+        stderr.starts_with("ward: ") || stderr.contains("\nward: ") || stderr.contains("error:"),
+        "errors read like runc's, prefixed by the program name: {stderr}"
+    );
+}
+
+/// Is `pid` still a live process (not a zombie)?
+pub fn alive(pid: i64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Every host PID whose command line mentions `needle`.
+pub fn pids_mentioning(needle: &str) -> Vec<i64> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i64>() else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&cmdline).contains(needle) && alive(pid) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Host mounts whose source or target mentions `needle`.
+pub fn mounts_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
