@@ -31,6 +31,7 @@ pub fn execute(ctx: &Context, args: &liboci_cli::Run) -> Result<i32, CliError> {
         agent,
     } = lifecycle::prepare(ctx, &args.bundle, id)?;
 
+    let mut lock = Some(lock);
     let result = (|| -> Result<i32, LifecycleError> {
         let sandbox_err = |source| LifecycleError::Sandbox {
             id: id.to_string(),
@@ -39,7 +40,9 @@ pub fn execute(ctx: &Context, args: &liboci_cli::Run) -> Result<i32, CliError> {
         let streams = Streams::open(&sandbox, id, "").map_err(sandbox_err)?;
         state.relay = ward_hypervisor::ProcessRecord::of("relay", std::process::id() as i32);
         state.status = Status::Created;
-        ctx.store.save(&lock, &state)?;
+        if let Some(lock) = &lock {
+            ctx.store.save(lock, &state)?;
+        }
         if let Some(path) = &args.pid_file {
             lifecycle::write_pid_file(path, std::process::id() as i32).map_err(|source| {
                 LifecycleError::Io {
@@ -56,7 +59,10 @@ pub fn execute(ctx: &Context, args: &liboci_cli::Run) -> Result<i32, CliError> {
                 source,
             })?;
         state.status = Status::Running;
-        ctx.store.save(&lock, &state)?;
+        if let Some(lock) = lock.take() {
+            ctx.store.save(&lock, &state)?;
+        }
+        // Unlocked while the process runs, so that `delete --force` and friends can act.
         info!(ctx.log, "container running"; "container" => id,
               "since_run_ms" => started.elapsed().as_millis() as u64);
         relay::serve(Arc::new(agent), id, "", streams, &ctx.log).map_err(|e| {
@@ -69,8 +75,19 @@ pub fn execute(ctx: &Context, args: &liboci_cli::Run) -> Result<i32, CliError> {
 
     drop(sandbox);
     lifecycle::teardown(ctx, &state);
-    if let Err(e) = ctx.store.remove(lock, id) {
-        warn!(ctx.log, "removing the container's state"; "error" => e.to_string());
+    let lock = match lock {
+        Some(lock) => Ok(lock),
+        None => ctx.store.lock(id),
+    };
+    match lock {
+        Ok(lock) => {
+            if let Err(e) = ctx.store.remove(lock, id) {
+                warn!(ctx.log, "removing the container's state"; "error" => e.to_string());
+            }
+        }
+        // Someone deleted it while it ran: nothing left to remove.
+        Err(crate::container::StoreError::NotFound(_)) => {}
+        Err(e) => warn!(ctx.log, "locking the container for removal"; "error" => e.to_string()),
     }
     Ok(result?)
 }
