@@ -48,6 +48,8 @@ pub struct HypervisorConfig {
     pub backend: BackendKind,
     pub accel: AccelChoice,
     pub qemu: QemuConfig,
+    /// Where host facts are cached (the accelerator probe, the TSC frequency).
+    pub cache_dir: PathBuf,
 }
 
 impl Default for HypervisorConfig {
@@ -56,6 +58,7 @@ impl Default for HypervisorConfig {
             backend: BackendKind::Qemu,
             accel: AccelChoice::Auto,
             qemu: QemuConfig::default(),
+            cache_dir: PathBuf::from(crate::accel::DEFAULT_CACHE_DIR),
         }
     }
 }

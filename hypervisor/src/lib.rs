@@ -7,6 +7,7 @@
 
 pub mod accel;
 pub mod config;
+mod detach;
 pub mod process;
 pub mod qemu;
 pub mod vsock;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use accel::{Accel, KvmClass, ProbeReport};
 pub use config::{AccelChoice, BackendKind, HypervisorConfig, QemuConfig};
 pub use process::ProcessRecord;
 pub use vsock::{VsockConnection, VsockEndpoint};
@@ -102,6 +104,8 @@ pub enum Error {
     Probe(String),
     #[error("{0}")]
     Config(String),
+    #[error("still running after SIGKILL: {0}")]
+    Unkillable(String),
 }
 
 impl Error {
@@ -154,6 +158,9 @@ pub fn console_tail(vm_console: &std::path::Path, lines: usize) -> String {
 /// Builds the backend named by `config`.
 pub fn backend(config: &HypervisorConfig) -> Result<Box<dyn Hypervisor>> {
     match config.backend {
-        BackendKind::Qemu => Ok(Box::new(qemu::Qemu::new(config.qemu.clone(), config.accel))),
+        BackendKind::Qemu => Ok(Box::new(
+            qemu::Qemu::new(config.qemu.clone(), config.accel)
+                .with_cache_dir(config.cache_dir.clone()),
+        )),
     }
 }

@@ -1,0 +1,185 @@
+//! Starting a VM: check the inputs, decide accelerator and vsock, start the helpers and
+//! QEMU, and return once QEMU answers on QMP (the guest may still be booting).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::accel;
+use crate::detach::{find_binary, spawn_detached, Program};
+use crate::{BackendKind, Error, ProcessRecord, Result, VmConfig, VmInstance, VsockEndpoint};
+
+use super::cmdline::{self, Inputs, Machine, VsockDevice};
+use super::paths::RunPaths;
+use super::qmp::QmpClient;
+use super::{tsc, vhost_vsock, vsock_helper, Qemu};
+
+/// The descriptor number a program's first passed fd gets (see `Program::pass_fd`).
+const FIRST_PASSED_FD: i32 = 3;
+
+pub fn launch(qemu: &Qemu, vm: &VmConfig) -> Result<VmInstance> {
+    check_asset("guest kernel", &vm.kernel)?;
+    check_asset("guest initrd", &vm.initrd)?;
+    cmdline::validate(vm)?;
+    // QEMU and the helpers run in the run directory: every path they get must be absolute.
+    let vm = &absolute_paths(vm)?;
+    let machine = Machine::parse(&qemu.config.machine)?;
+    let binary = find_binary(&qemu.config.binary).ok_or_else(|| Error::MissingBinary {
+        binary: qemu.config.binary.display().to_string(),
+        hint: "apt-get install qemu-system-x86".to_string(),
+    })?;
+    let run_dir = vm.run_dir.clone();
+    let paths = RunPaths::new(&run_dir);
+    paths.check_socket_lengths()?;
+    let accel = accel::resolve(qemu.accel, &qemu.cache_dir)?;
+    let tsc_khz = match machine {
+        Machine::Microvm => tsc::host_tsc_khz(&qemu.cache_dir),
+        Machine::Q35 => None,
+    };
+
+    let (device, endpoint, vhost_fd, helper) = match vhost_vsock::reserve() {
+        Some(reserved) => {
+            let reserved = reserved?;
+            let cid = reserved.cid;
+            (
+                VsockDevice::Kernel {
+                    cid,
+                    vhostfd: Some(FIRST_PASSED_FD),
+                },
+                VsockEndpoint::Kernel { cid },
+                Some(reserved.fd),
+                None,
+            )
+        }
+        None => {
+            let helper = vsock_helper::start(&qemu.config.vsock_helper, &paths)?;
+            (
+                VsockDevice::VhostUser {
+                    socket: paths.vhost_user.clone(),
+                },
+                VsockEndpoint::Hybrid {
+                    uds: paths.hybrid_uds.clone(),
+                },
+                None,
+                Some(helper),
+            )
+        }
+    };
+
+    let args = cmdline::qemu_args(&Inputs {
+        vm,
+        machine,
+        accel,
+        vsock: &device,
+        paths: &paths,
+        tsc_khz,
+    });
+    let mut program = Program::new("qemu", &binary, &args, &run_dir, &paths.qemu_log)?;
+    if let Some(fd) = vhost_fd {
+        if program.pass_fd(fd)? != FIRST_PASSED_FD {
+            return Err(Error::Config("vhost-vsock descriptor misnumbered".into()));
+        }
+    }
+    // From here on, an early return drops `helper`, and its watcher stops it.
+    let pid = spawn_detached(&program)?;
+    let Some(qemu_record) = ProcessRecord::of("qemu", pid) else {
+        return Err(qemu_died(&paths));
+    };
+    let mut processes = vec![qemu_record.clone()];
+    if let Some(helper) = helper {
+        processes.push(helper.helper);
+        processes.push(helper.watcher);
+        if let Err(e) = helper.supervised.follow(pid) {
+            stop_all(&processes, &paths);
+            return Err(e);
+        }
+    }
+    if let Err(e) = wait_for_qmp(&paths, &qemu_record, qemu.start_timeout) {
+        stop_all(&processes, &paths);
+        return Err(e);
+    }
+    Ok(VmInstance {
+        backend: BackendKind::Qemu,
+        processes,
+        vsock: endpoint,
+        control_socket: paths.qmp.clone(),
+        console_log: paths.console.clone(),
+        description: format!("qemu {machine} {accel}"),
+    })
+}
+
+fn absolute_paths(vm: &VmConfig) -> Result<VmConfig> {
+    let absolute = |p: &Path| {
+        std::path::absolute(p).map_err(|e| Error::io(format!("resolving {}", p.display()), e))
+    };
+    let mut vm = vm.clone();
+    vm.run_dir = absolute(&vm.run_dir)?;
+    vm.kernel = absolute(&vm.kernel)?;
+    vm.initrd = absolute(&vm.initrd)?;
+    for dir in &mut vm.shared_dirs {
+        dir.host_path = absolute(&dir.host_path)?;
+    }
+    Ok(vm)
+}
+
+fn check_asset(what: &'static str, path: &Path) -> Result<()> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(Error::MissingAsset {
+            what,
+            path: path.to_path_buf(),
+            hint: "build them with `make assets`",
+        })
+    }
+}
+
+/// Waits until QEMU greets on QMP, or has exited, or `timeout` passed.
+fn wait_for_qmp(paths: &RunPaths, qemu: &ProcessRecord, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if !qemu.is_alive() {
+            return Err(qemu_died(paths));
+        }
+        let left = timeout.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Err(Error::Timeout {
+                what: "qemu".into(),
+                secs: timeout.as_secs(),
+                detail: format!("no answer on {}; {}", paths.qmp.display(), tails(paths)),
+            });
+        }
+        if paths.qmp.exists()
+            && QmpClient::connect(&paths.qmp, left.min(Duration::from_secs(5))).is_ok()
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn qemu_died(paths: &RunPaths) -> Error {
+    Error::HelperDied {
+        what: "qemu".into(),
+        status: "exited".into(),
+        detail: tails(paths),
+    }
+}
+
+/// QEMU's own output and the guest console: between them, why a VM did not come up.
+fn tails(paths: &RunPaths) -> String {
+    format!(
+        "its output ({}) ends with:\n{}\nthe guest console ({}) ends with:\n{}",
+        paths.qemu_log.display(),
+        crate::console_tail(&paths.qemu_log, 20),
+        paths.console.display(),
+        crate::console_tail(&paths.console, 20)
+    )
+}
+
+/// Undoes a launch that failed half-way.
+fn stop_all(processes: &[ProcessRecord], paths: &RunPaths) {
+    for process in processes {
+        process.terminate(Duration::from_millis(500));
+    }
+    let _ = paths.remove_sockets();
+}
