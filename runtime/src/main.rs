@@ -21,11 +21,11 @@ fn main() {
     let code = match cli::execute(&cli, &ctx) {
         Ok(code) => code,
         Err(e) => {
-            // Engines read the log file for the reason; people read stderr.
-            slog::error!(ctx.log, "{}", e);
+            // People read stderr; engines read the reason back from the --log file.
             if cli.global.log.is_some() {
-                eprintln!("ward: {e}");
+                slog::error!(ctx.log, "{}", e);
             }
+            eprintln!("ward: {e}");
             1
         }
     };

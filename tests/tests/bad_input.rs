@@ -52,7 +52,7 @@ fn bad_input_is_refused_and_harms_no_other_container() {
     std::fs::create_dir_all(malformed.join("rootfs")).unwrap();
     std::fs::write(
         malformed.join("config.json"),
-        "{\n  \"ociVersion\": \"1.0.2\",\n  \"process\": [\n",
+        "{\n  \"ociVersion\": \"1.0.2\",\n  \"process\": {,\n}\n",
     )
     .unwrap();
     assert_fails_with(

@@ -131,11 +131,24 @@ impl fmt::Display for StreamHeader {
     }
 }
 
-/// The agent's answer line to a header.
+/// Longest answer line, newline included: what a reader passes to [`read_line`]. Reasons
+/// that would make a longer line are cut by [`encode_reply`].
+pub const MAX_REPLY_LEN: usize = 1024;
+
+/// The agent's answer line to a header, at most [`MAX_REPLY_LEN`] bytes.
 pub fn encode_reply(result: &Result<(), String>) -> String {
     match result {
         Ok(()) => "OK\n".to_string(),
-        Err(reason) => format!("ERR {}\n", reason.replace('\n', " ")),
+        Err(reason) => {
+            let mut reason = reason.replace('\n', " ");
+            // "ERR " and "\n" around it; cut on a character boundary.
+            let mut end = reason.len().min(MAX_REPLY_LEN - 5);
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+            format!("ERR {reason}\n")
+        }
     }
 }
 
@@ -225,6 +238,12 @@ mod tests {
             parse_reply(encode_reply(&Err("no such\nprocess".into())).as_bytes()),
             Err(HeaderError::Refused("no such process".into()))
         );
+        // An ID-laden reason never makes a line a reader with MAX_REPLY_LEN would cut.
+        let long = encode_reply(&Err("é".repeat(2000)));
+        assert!(long.len() <= MAX_REPLY_LEN && long.ends_with('\n'));
+        let mut reader = long.as_bytes();
+        let line = read_line(&mut reader, MAX_REPLY_LEN).unwrap();
+        assert!(matches!(parse_reply(&line), Err(HeaderError::Refused(_))));
     }
 
     #[test]

@@ -22,6 +22,6 @@ pub struct Kill {
 pub fn execute(ctx: &Context, args: &Kill) -> Result<i32, CliError> {
     let signal = signals::parse(&args.signal)
         .ok_or_else(|| CliError::Usage(format!("unknown signal {:?}", args.signal)))?;
-    lifecycle::kill(ctx, &args.container_id, signal as i32, args.all)?;
+    lifecycle::kill(ctx, &args.container_id, signal, args.all)?;
     Ok(0)
 }

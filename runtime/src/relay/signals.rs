@@ -53,10 +53,14 @@ where
         })
 }
 
-/// Parses a signal as `kill` accepts it: a number, a name, with or without "SIG".
-pub fn parse(text: &str) -> Option<Signal> {
+/// The highest signal number Linux has (SIGRTMAX).
+const MAX_SIGNAL: i32 = 64;
+
+/// Parses a signal as `kill` accepts it: a number (0 to probe, real-time ones included), or
+/// a name with or without "SIG".
+pub fn parse(text: &str) -> Option<i32> {
     if let Ok(number) = text.parse::<i32>() {
-        return Signal::try_from(number).ok();
+        return (0..=MAX_SIGNAL).contains(&number).then_some(number);
     }
     let upper = text.to_ascii_uppercase();
     let name = if upper.starts_with("SIG") {
@@ -64,7 +68,7 @@ pub fn parse(text: &str) -> Option<Signal> {
     } else {
         format!("SIG{upper}")
     };
-    name.parse().ok()
+    name.parse::<Signal>().ok().map(|s| s as i32)
 }
 
 #[cfg(test)]
@@ -73,11 +77,13 @@ mod tests {
 
     #[test]
     fn parses_numbers_and_names() {
-        assert_eq!(parse("15"), Some(Signal::SIGTERM));
-        assert_eq!(parse("TERM"), Some(Signal::SIGTERM));
-        assert_eq!(parse("SIGKILL"), Some(Signal::SIGKILL));
-        assert_eq!(parse("kill"), Some(Signal::SIGKILL));
-        assert_eq!(parse("9"), Some(Signal::SIGKILL));
+        assert_eq!(parse("15"), Some(15));
+        assert_eq!(parse("TERM"), Some(15));
+        assert_eq!(parse("SIGKILL"), Some(9));
+        assert_eq!(parse("kill"), Some(9));
+        assert_eq!(parse("0"), Some(0));
+        assert_eq!(parse("34"), Some(34));
+        assert_eq!(parse("-1"), None);
         assert_eq!(parse("NOPE"), None);
         assert_eq!(parse("999"), None);
         assert_eq!(parse(""), None);

@@ -1,0 +1,200 @@
+//! The ttrpc service on vsock port [`AGENT_VSOCK_PORT`]: each RPC is logged, checked, handed
+//! to the container registry, and its error turned into a status with the right code.
+//!
+//! Threads: ttrpc's sync server runs handlers on a per-connection pool and starts more
+//! workers whenever fewer than `min` are idle, up to `max`; a WaitProcess blocked for the
+//! life of a container therefore never starves the other calls, and the runtime opens a
+//! fresh connection per command anyway.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slog::{error, info, Logger};
+use ttrpc::TtrpcContext;
+use ward_agent_protocol::agent::{
+    CheckRequest, CheckResponse, CreateContainerRequest, Empty, ExecProcessRequest, GuestDetails,
+    GuestDetailsRequest, RemoveContainerRequest, SignalProcessRequest, StartContainerRequest,
+    WaitProcessRequest, WaitProcessResponse,
+};
+use ward_agent_protocol::agent_ttrpc::{create_agent, Agent};
+use ward_agent_protocol::{AGENT_VERSION, AGENT_VSOCK_PORT, PROTOCOL_VERSION};
+
+use crate::container::Containers;
+use crate::error::{code_name, to_status, Coded};
+use crate::sysinfo;
+
+/// Deadline of a blocking step when the host sets none.
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
+/// Kept back from the host's deadline so that our error reaches it before its timeout.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
+const THREADS_MIN: usize = 2;
+const THREADS_DEFAULT: usize = 4;
+const THREADS_MAX: usize = 64;
+
+pub struct Service {
+    containers: Arc<Containers>,
+    log: Logger,
+}
+
+impl Service {
+    pub fn new(containers: Arc<Containers>, log: Logger) -> Service {
+        Service { containers, log }
+    }
+
+    /// Logs the outcome of one call and converts its error.
+    fn finish<T, E: Coded>(
+        &self,
+        rpc: &'static str,
+        container: &str,
+        started: Instant,
+        result: Result<T, E>,
+    ) -> ttrpc::Result<T> {
+        let ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(value) => {
+                info!(self.log, "rpc done"; "rpc" => rpc, "container" => container, "ms" => ms);
+                Ok(value)
+            }
+            Err(e) => {
+                error!(self.log, "rpc failed"; "rpc" => rpc, "container" => container, "ms" => ms,
+                       "code" => code_name(e.code()), "error" => e.to_string());
+                Err(to_status(&e))
+            }
+        }
+    }
+}
+
+/// When a blocking step must give up: the host's deadline minus a margin, or the default.
+fn deadline(ctx: &TtrpcContext) -> Instant {
+    let now = Instant::now();
+    match u64::try_from(ctx.timeout_nano) {
+        Ok(nanos) if nanos > 0 => {
+            let budget = Duration::from_nanos(nanos).saturating_sub(DEADLINE_MARGIN);
+            now + budget.max(Duration::from_secs(1))
+        }
+        _ => now + DEFAULT_DEADLINE,
+    }
+}
+
+impl Agent for Service {
+    fn check(&self, _ctx: &TtrpcContext, _req: CheckRequest) -> ttrpc::Result<CheckResponse> {
+        slog::debug!(self.log, "rpc"; "rpc" => "Check");
+        let mut reply = CheckResponse::new();
+        reply.agent_version = AGENT_VERSION.to_string();
+        reply.protocol_version = PROTOCOL_VERSION;
+        Ok(reply)
+    }
+
+    fn get_guest_details(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: GuestDetailsRequest,
+    ) -> ttrpc::Result<GuestDetails> {
+        let started = Instant::now();
+        info!(self.log, "rpc"; "rpc" => "GetGuestDetails");
+        self.finish("GetGuestDetails", "", started, sysinfo::guest_details())
+    }
+
+    fn create_container(
+        &self,
+        ctx: &TtrpcContext,
+        req: CreateContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let started = Instant::now();
+        info!(self.log, "rpc"; "rpc" => "CreateContainer", "container" => &req.container_id,
+              "rootfs" => &req.rootfs_guest_path, "storages" => req.storages.len(),
+              "spec_bytes" => req.oci_spec_json.len());
+        let result = self.containers.create(&req, deadline(ctx));
+        self.finish("CreateContainer", &req.container_id, started, result)
+            .map(|()| Empty::new())
+    }
+
+    fn start_container(
+        &self,
+        ctx: &TtrpcContext,
+        req: StartContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let started = Instant::now();
+        info!(self.log, "rpc"; "rpc" => "StartContainer", "container" => &req.container_id);
+        let result = self.containers.start(&req.container_id, deadline(ctx));
+        self.finish("StartContainer", &req.container_id, started, result)
+            .map(|()| Empty::new())
+    }
+
+    fn exec_process(&self, ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
+        let started = Instant::now();
+        info!(self.log, "rpc"; "rpc" => "ExecProcess", "container" => &req.container_id,
+              "exec" => &req.exec_id);
+        let result = self.containers.exec(
+            &req.container_id,
+            &req.exec_id,
+            &req.oci_process_json,
+            deadline(ctx),
+        );
+        self.finish("ExecProcess", &req.container_id, started, result)
+            .map(|()| Empty::new())
+    }
+
+    fn signal_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: SignalProcessRequest,
+    ) -> ttrpc::Result<Empty> {
+        let started = Instant::now();
+        info!(self.log, "rpc"; "rpc" => "SignalProcess", "container" => &req.container_id,
+              "exec" => &req.exec_id, "signal" => req.signal, "all" => req.all);
+        let result = self
+            .containers
+            .signal(&req.container_id, &req.exec_id, req.signal, req.all);
+        self.finish("SignalProcess", &req.container_id, started, result)
+            .map(|()| Empty::new())
+    }
+
+    fn wait_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: WaitProcessRequest,
+    ) -> ttrpc::Result<WaitProcessResponse> {
+        let started = Instant::now();
+        info!(self.log, "rpc"; "rpc" => "WaitProcess", "container" => &req.container_id,
+              "exec" => &req.exec_id);
+        let result = self.containers.wait(&req.container_id, &req.exec_id);
+        if let Ok(status) = &result {
+            info!(self.log, "process exited"; "container" => &req.container_id,
+                  "exec" => &req.exec_id, "status" => status.to_string());
+        }
+        self.finish("WaitProcess", &req.container_id, started, result)
+            .map(|status| {
+                let mut reply = WaitProcessResponse::new();
+                reply.status = status.shell_status();
+                reply.signal = status.signal();
+                reply
+            })
+    }
+
+    fn remove_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: RemoveContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let started = Instant::now();
+        info!(self.log, "rpc"; "rpc" => "RemoveContainer", "container" => &req.container_id);
+        let result = self.containers.remove(&req.container_id);
+        self.finish("RemoveContainer", &req.container_id, started, result)
+            .map(|()| Empty::new())
+    }
+}
+
+/// Binds the agent port and starts serving; the returned server must be kept alive.
+pub fn serve(service: Service) -> ttrpc::Result<ttrpc::Server> {
+    let address = format!("vsock://-1:{AGENT_VSOCK_PORT}");
+    let mut server = ttrpc::Server::new()
+        .bind(&address)?
+        .register_service(create_agent(Arc::new(service)))
+        .set_thread_count_min(THREADS_MIN)
+        .set_thread_count_default(THREADS_DEFAULT)
+        .set_thread_count_max(THREADS_MAX);
+    server.start()?;
+    Ok(server)
+}
