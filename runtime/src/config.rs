@@ -27,7 +27,7 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub hypervisor: HypervisorConfig,
@@ -78,17 +78,6 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".to_string(),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            hypervisor: HypervisorConfig::default(),
-            guest: GuestConfig::default(),
-            log: LogConfig::default(),
-            source: None,
         }
     }
 }

@@ -30,6 +30,7 @@ fn need(ok: bool, what: &str) {
 
 impl Ward {
     /// Checks the prerequisites and makes a fresh state directory.
+    #[allow(clippy::new_without_default)] // it asserts prerequisites: not a plain default
     pub fn new() -> Ward {
         need(
             nix::unistd::geteuid().is_root(),
