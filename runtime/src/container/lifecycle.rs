@@ -312,25 +312,33 @@ pub fn create(
     Ok(())
 }
 
+/// Loads a container whose status is one of `allowed` and connects to its agent.
+fn agent_of(
+    ctx: &Context,
+    id: &str,
+    action: &'static str,
+    allowed: &[Status],
+) -> Result<(ContainerState, Agent), LifecycleError> {
+    let state = ctx.store.load(id)?;
+    let status = state.current_status();
+    let wrong_state = |status| LifecycleError::WrongState {
+        action,
+        id: id.to_string(),
+        status,
+    };
+    if !allowed.contains(&status) {
+        return Err(wrong_state(status));
+    }
+    let vm = state.vm.clone().ok_or(wrong_state(Status::Creating))?;
+    let sandbox = Sandbox::attach(&ctx.config, vm).map_err(sandbox_err(id))?;
+    let agent = sandbox.agent().map_err(sandbox_err(id))?;
+    Ok((state, agent))
+}
+
 /// `ward start`.
 pub fn start(ctx: &Context, id: &str) -> Result<(), LifecycleError> {
     let lock = ctx.store.lock(id)?;
-    let mut state = ctx.store.load(id)?;
-    let status = state.current_status();
-    if status != Status::Created {
-        return Err(LifecycleError::WrongState {
-            action: "start",
-            id: id.to_string(),
-            status,
-        });
-    }
-    let vm = state.vm.clone().ok_or_else(|| LifecycleError::WrongState {
-        action: "start",
-        id: id.to_string(),
-        status: Status::Creating,
-    })?;
-    let sandbox = Sandbox::attach(&ctx.config, vm).map_err(sandbox_err(id))?;
-    let agent = sandbox.agent().map_err(sandbox_err(id))?;
+    let (mut state, agent) = agent_of(ctx, id, "start", &[Status::Created])?;
     agent.start_container(id).map_err(agent_err(id))?;
     state.status = Status::Running;
     ctx.store.save(&lock, &state)?;
@@ -340,22 +348,8 @@ pub fn start(ctx: &Context, id: &str) -> Result<(), LifecycleError> {
 
 /// `ward kill`.
 pub fn kill(ctx: &Context, id: &str, signal: i32, all: bool) -> Result<(), LifecycleError> {
-    let state = ctx.store.load(id)?;
-    let status = state.current_status();
-    if !matches!(status, Status::Created | Status::Running | Status::Paused) {
-        return Err(LifecycleError::WrongState {
-            action: "kill",
-            id: id.to_string(),
-            status,
-        });
-    }
-    let vm = state.vm.clone().ok_or_else(|| LifecycleError::WrongState {
-        action: "kill",
-        id: id.to_string(),
-        status: Status::Creating,
-    })?;
-    let sandbox = Sandbox::attach(&ctx.config, vm).map_err(sandbox_err(id))?;
-    let agent = sandbox.agent().map_err(sandbox_err(id))?;
+    let allowed = [Status::Created, Status::Running, Status::Paused];
+    let (_, agent) = agent_of(ctx, id, "kill", &allowed)?;
     agent
         .signal_process(id, "", signal, all)
         .map_err(agent_err(id))?;
