@@ -67,19 +67,12 @@ impl Default for GuestConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// trace, debug, info, warning, error, critical; `--debug` forces debug.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            level: "info".to_string(),
-        }
-    }
+    /// trace, debug, info, warning, error, critical; `--debug` forces debug. Unset: info
+    /// into a `--log` file, warning on stderr (which people and engines read as output).
+    pub level: Option<String>,
 }
 
 impl Config {
@@ -178,7 +171,7 @@ mod tests {
         assert_eq!(config.guest.kernel, PathBuf::from("/k"));
         assert_eq!(config.guest.vcpus, 2);
         assert_eq!(config.guest.memory_mib, 512);
-        assert_eq!(config.log.level, "debug");
+        assert_eq!(config.log.level.as_deref(), Some("debug"));
     }
 
     #[test]

@@ -84,7 +84,11 @@ pub fn context(global: &liboci_cli::GlobalOpts) -> Result<Context, CliError> {
     let level = if global.debug {
         slog::Level::Debug
     } else {
-        logging::parse_level(&config.log.level)?
+        match (&config.log.level, &global.log) {
+            (Some(level), _) => logging::parse_level(level)?,
+            (None, Some(_)) => slog::Level::Info,
+            (None, None) => slog::Level::Warning,
+        }
     };
     let log = logging::build(global.log.as_deref(), global.log_format.as_deref(), level)?;
     let root = global
