@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use ward_hypervisor::HypervisorConfig;
 
@@ -27,7 +27,7 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub hypervisor: HypervisorConfig,
@@ -38,7 +38,7 @@ pub struct Config {
     pub source: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct GuestConfig {
     /// The guest kernel: an ELF vmlinux (PVH entry) or a bzImage.
@@ -67,11 +67,12 @@ impl Default for GuestConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// trace, debug, info, warning, error, critical; `--debug` forces debug. Unset: info
     /// into a `--log` file, warning on stderr (which people and engines read as output).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
 }
 

@@ -1,5 +1,6 @@
 //! `ward`: a runc-compatible OCI runtime that runs each container inside its own microVM.
 
+mod check;
 mod cli;
 mod config;
 mod container;

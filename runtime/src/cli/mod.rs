@@ -2,8 +2,10 @@
 //! per command. Commands parse and call `container::lifecycle`; they hold no logic of
 //! their own beyond printing.
 
+pub mod check;
 pub mod create;
 pub mod delete;
+pub mod env;
 pub mod kill;
 pub mod relay;
 pub mod run;
@@ -49,6 +51,10 @@ pub enum Command {
     Delete(liboci_cli::Delete),
     /// Create and start a container, in the foreground unless --detach
     Run(liboci_cli::Run),
+    /// Diagnose this host: what ward needs, what it will use, what to fix
+    Check(check::Check),
+    /// Print the resolved configuration, where it was read from, and the guest assets
+    Env(env::Env),
     /// (internal) the host process standing for a container's init process
     #[command(hide = true)]
     Relay(relay::Relay),
@@ -129,5 +135,7 @@ pub fn execute(cli: &Cli, ctx: &Context) -> Result<i32, CliError> {
         Command::Delete(args) => delete::execute(ctx, args),
         Command::Run(args) => run::execute(ctx, args),
         Command::Relay(args) => relay::execute(ctx, args),
+        Command::Check(args) => check::execute(ctx, args),
+        Command::Env(args) => env::execute(ctx, args),
     }
 }
