@@ -6,6 +6,7 @@ pub mod check;
 pub mod create;
 pub mod delete;
 pub mod env;
+pub mod exec;
 pub mod kill;
 pub mod relay;
 pub mod run;
@@ -49,6 +50,8 @@ pub enum Command {
     Kill(kill::Kill),
     /// Delete a container and its microVM
     Delete(liboci_cli::Delete),
+    /// Run a further process in a running container
+    Exec(liboci_cli::Exec),
     /// Create and start a container, in the foreground unless --detach
     Run(liboci_cli::Run),
     /// Diagnose this host: what ward needs, what it will use, what to fix
@@ -134,6 +137,7 @@ pub fn execute(cli: &Cli, ctx: &Context) -> Result<i32, CliError> {
         Command::Kill(args) => kill::execute(ctx, args),
         Command::Delete(args) => delete::execute(ctx, args),
         Command::Run(args) => run::execute(ctx, args),
+        Command::Exec(args) => exec::execute(ctx, args),
         Command::Relay(args) => relay::execute(ctx, args),
         Command::Check(args) => check::execute(ctx, args),
         Command::Env(args) => env::execute(ctx, args),

@@ -21,6 +21,9 @@ pub const READY_FD_ENV: &str = "WARD_RELAY_READY_FD";
 
 #[derive(Debug, Args)]
 pub struct Relay {
+    /// Relay this exec process rather than the container's init.
+    #[arg(long)]
+    pub exec_id: Option<String>,
     pub container_id: String,
 }
 
@@ -39,6 +42,7 @@ pub fn execute(ctx: &Context, args: &Relay) -> Result<i32, CliError> {
     })?;
     let mut ready = ready_pipe();
     let id = &args.container_id;
+    let exec_id = args.exec_id.as_deref().unwrap_or("");
     let attached = (|| -> Result<_, LifecycleError> {
         let state = ctx.store.load(id)?;
         let vm = state.vm.ok_or_else(|| LifecycleError::Relay {
@@ -50,7 +54,7 @@ pub fn execute(ctx: &Context, args: &Relay) -> Result<i32, CliError> {
             source,
         };
         let sandbox = Sandbox::attach(&ctx.config, vm).map_err(sandbox_err)?;
-        let streams = Streams::open(&sandbox, id, "").map_err(sandbox_err)?;
+        let streams = Streams::open(&sandbox, id, exec_id).map_err(sandbox_err)?;
         let agent = sandbox.agent().map_err(sandbox_err)?;
         Ok((streams, agent))
     })();
@@ -68,7 +72,7 @@ pub fn execute(ctx: &Context, args: &Relay) -> Result<i32, CliError> {
             return Err(e.into());
         }
     };
-    let status = match relay::serve(Arc::new(agent), id, "", streams, &ctx.log) {
+    let status = match relay::serve(Arc::new(agent), id, exec_id, streams, &ctx.log) {
         Ok(status) => status,
         Err(e) => {
             error!(ctx.log, "relay lost its process"; "container" => id.as_str(), "error" => e.to_string());
@@ -78,7 +82,10 @@ pub fn execute(ctx: &Context, args: &Relay) -> Result<i32, CliError> {
             }));
         }
     };
-    info!(ctx.log, "container process exited"; "container" => id.as_str(), "status" => status);
-    lifecycle::record_exit(ctx, id, status)?;
+    info!(ctx.log, "process exited"; "container" => id.as_str(), "exec" => exec_id, "status" => status);
+    // An exec's exit is its own, not the container's.
+    if exec_id.is_empty() {
+        lifecycle::record_exit(ctx, id, status)?;
+    }
     Ok(status)
 }

@@ -106,6 +106,7 @@ pub fn prepare(ctx: &Context, bundle_path: &Path, id: &str) -> Result<Prepared, 
         annotations: bundle.spec.annotations().clone().unwrap_or_default(),
         vm: None,
         relay: None,
+        exec_relays: Vec::new(),
         exit_status: None,
     };
     let result = ctx
@@ -201,8 +202,13 @@ pub fn teardown(ctx: &Context, state: &ContainerState) {
     }
 }
 
-/// Starts the relay for a created container and waits until its streams are attached.
-pub fn spawn_relay(ctx: &Context, id: &str) -> Result<ProcessRecord, LifecycleError> {
+/// Starts the relay for a created container's init process, or for one of its exec
+/// processes, and waits until its streams are attached.
+pub fn spawn_relay(
+    ctx: &Context,
+    id: &str,
+    exec_id: Option<&str>,
+) -> Result<ProcessRecord, LifecycleError> {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
 
@@ -217,7 +223,11 @@ pub fn spawn_relay(ctx: &Context, id: &str) -> Result<ProcessRecord, LifecycleEr
             .map_err(|e| io_err("creating the relay's ready pipe", e.into()))?;
     let ready_fd = ready_write.as_raw_fd();
     let mut command = std::process::Command::new(exe);
-    command.args(&ctx.relay_flags).arg("relay").arg(id).env(
+    command.args(&ctx.relay_flags).arg("relay");
+    if let Some(exec_id) = exec_id {
+        command.arg("--exec-id").arg(exec_id);
+    }
+    command.arg(id).env(
         crate::cli::relay::READY_FD_ENV,
         crate::cli::relay::READY_FD.to_string(),
     );
@@ -289,7 +299,7 @@ pub fn create(
     } = prepare(ctx, bundle, id)?;
     drop(agent);
     let finish = (|| {
-        let relay = spawn_relay(ctx, id)?;
+        let relay = spawn_relay(ctx, id, None)?;
         state.relay = Some(relay.clone());
         state.status = Status::Created;
         ctx.store.save(&lock, &state)?;
@@ -318,7 +328,7 @@ fn agent_of(
     id: &str,
     action: &'static str,
     allowed: &[Status],
-) -> Result<(ContainerState, Agent), LifecycleError> {
+) -> Result<(ContainerState, Sandbox, Agent), LifecycleError> {
     let state = ctx.store.load(id)?;
     let status = state.current_status();
     let wrong_state = |status| LifecycleError::WrongState {
@@ -332,13 +342,52 @@ fn agent_of(
     let vm = state.vm.clone().ok_or(wrong_state(Status::Creating))?;
     let sandbox = Sandbox::attach(&ctx.config, vm).map_err(sandbox_err(id))?;
     let agent = sandbox.agent().map_err(sandbox_err(id))?;
-    Ok((state, agent))
+    Ok((state, sandbox, agent))
+}
+
+/// Starts an extra process in a running container; returns the exec ID and the agent,
+/// the process's output waiting in the guest until its streams are attached.
+pub fn exec(
+    ctx: &Context,
+    id: &str,
+    process_json: Vec<u8>,
+) -> Result<(String, Sandbox, Agent), LifecycleError> {
+    let (_, sandbox, agent) = agent_of(ctx, id, "exec in", &[Status::Running])?;
+    let exec_id = new_exec_id();
+    agent
+        .exec_process(id, &exec_id, process_json)
+        .map_err(agent_err(id))?;
+    info!(ctx.log, "process started"; "container" => id, "exec" => &exec_id);
+    Ok((exec_id, sandbox, agent))
+}
+
+/// Unique within a container: our PID (no two live `ward exec` share one) and the time.
+fn new_exec_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("exec-{}-{nanos}", std::process::id())
+}
+
+/// Records a detached exec's relay, so `delete --force` finds it.
+pub fn record_exec_relay(
+    ctx: &Context,
+    id: &str,
+    relay: ProcessRecord,
+) -> Result<(), LifecycleError> {
+    let lock = ctx.store.lock(id)?;
+    let mut state = ctx.store.load(id)?;
+    state.exec_relays.retain(|r| r.is_alive());
+    state.exec_relays.push(relay);
+    ctx.store.save(&lock, &state)?;
+    Ok(())
 }
 
 /// `ward start`.
 pub fn start(ctx: &Context, id: &str) -> Result<(), LifecycleError> {
     let lock = ctx.store.lock(id)?;
-    let (mut state, agent) = agent_of(ctx, id, "start", &[Status::Created])?;
+    let (mut state, _, agent) = agent_of(ctx, id, "start", &[Status::Created])?;
     agent.start_container(id).map_err(agent_err(id))?;
     state.status = Status::Running;
     ctx.store.save(&lock, &state)?;
@@ -349,7 +398,7 @@ pub fn start(ctx: &Context, id: &str) -> Result<(), LifecycleError> {
 /// `ward kill`.
 pub fn kill(ctx: &Context, id: &str, signal: i32, all: bool) -> Result<(), LifecycleError> {
     let allowed = [Status::Created, Status::Running, Status::Paused];
-    let (_, agent) = agent_of(ctx, id, "kill", &allowed)?;
+    let (_, _, agent) = agent_of(ctx, id, "kill", &allowed)?;
     agent
         .signal_process(id, "", signal, all)
         .map_err(agent_err(id))?;

@@ -53,16 +53,20 @@ pub struct ContainerState {
     /// The host process standing for the container's init process.
     #[serde(default)]
     pub relay: Option<ProcessRecord>,
+    /// The relays of detached `exec` processes.
+    #[serde(default)]
+    pub exec_relays: Vec<ProcessRecord>,
     /// Set when the init process's exit status is known.
     #[serde(default)]
     pub exit_status: Option<i32>,
 }
 
 impl ContainerState {
-    /// Every host process this container is made of: relay first, then the VM's.
+    /// Every host process this container is made of: relays first, then the VM's.
     pub fn processes(&self) -> Vec<&ProcessRecord> {
         self.relay
             .iter()
+            .chain(self.exec_relays.iter())
             .chain(self.vm.iter().flat_map(|vm| vm.processes.iter()))
             .collect()
     }
@@ -125,6 +129,7 @@ mod tests {
             annotations: HashMap::new(),
             vm: None,
             relay: None,
+            exec_relays: Vec::new(),
             exit_status: None,
         }
     }

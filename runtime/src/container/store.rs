@@ -188,6 +188,7 @@ mod tests {
             annotations: Default::default(),
             vm: None,
             relay: None,
+            exec_relays: Vec::new(),
             exit_status: None,
         }
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 use ward_agent_protocol::agent::{
-    CheckRequest, CreateContainerRequest, SignalProcessRequest, StartContainerRequest, Storage,
-    WaitProcessRequest,
+    CheckRequest, CreateContainerRequest, ExecProcessRequest, SignalProcessRequest,
+    StartContainerRequest, Storage, WaitProcessRequest,
 };
 use ward_agent_protocol::agent_ttrpc::AgentClient;
 use ward_agent_protocol::{AGENT_VERSION, PROTOCOL_VERSION};
@@ -105,6 +105,25 @@ impl Agent {
             .map(drop)
             .map_err(|e| AgentError::Call {
                 call: "StartContainer",
+                message: describe(e),
+            })
+    }
+
+    pub fn exec_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process_json: Vec<u8>,
+    ) -> Result<(), AgentError> {
+        let mut req = ExecProcessRequest::new();
+        req.container_id = id.to_string();
+        req.exec_id = exec_id.to_string();
+        req.oci_process_json = process_json;
+        self.client
+            .exec_process(ctx(Some(CALL_TIMEOUT)), &req)
+            .map(drop)
+            .map_err(|e| AgentError::Call {
+                call: "ExecProcess",
                 message: describe(e),
             })
     }
