@@ -7,9 +7,12 @@ pub mod create;
 pub mod delete;
 pub mod env;
 pub mod exec;
+pub mod features;
 pub mod kill;
+pub mod list;
 pub mod relay;
 pub mod run;
+pub mod spec;
 pub mod start;
 pub mod state;
 
@@ -50,6 +53,12 @@ pub enum Command {
     Kill(kill::Kill),
     /// Delete a container and its microVM
     Delete(liboci_cli::Delete),
+    /// List the containers under --root
+    List(liboci_cli::List),
+    /// Write a starting config.json into a bundle
+    Spec(liboci_cli::Spec),
+    /// Print what this runtime supports (OCI features JSON)
+    Features(liboci_cli::Features),
     /// Run a further process in a running container
     Exec(liboci_cli::Exec),
     /// Create and start a container, in the foreground unless --detach
@@ -138,6 +147,9 @@ pub fn execute(cli: &Cli, ctx: &Context) -> Result<i32, CliError> {
         Command::Delete(args) => delete::execute(ctx, args),
         Command::Run(args) => run::execute(ctx, args),
         Command::Exec(args) => exec::execute(ctx, args),
+        Command::List(args) => list::execute(ctx, args),
+        Command::Spec(args) => spec::execute(args),
+        Command::Features(_) => features::execute(),
         Command::Relay(args) => relay::execute(ctx, args),
         Command::Check(args) => check::execute(ctx, args),
         Command::Env(args) => env::execute(ctx, args),

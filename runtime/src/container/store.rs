@@ -77,6 +77,23 @@ impl Store {
         }
     }
 
+    /// The IDs of every container under the root, sorted; none when the root is absent.
+    pub fn ids(&self) -> Result<Vec<String>, StoreError> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Self::io("", "listing", &self.root, e)),
+        };
+        let mut ids: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|id| validate_id(id).is_ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
     /// Claims `id`: creates its directory (failing if it exists) and locks it.
     pub fn claim(&self, id: &str) -> Result<ContainerLock, StoreError> {
         validate_id(id)?;
@@ -204,6 +221,18 @@ mod tests {
         store.remove(lock, "c1").unwrap();
         assert!(matches!(store.load("c1"), Err(StoreError::NotFound(_))));
         assert!(matches!(store.lock("c1"), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn ids_lists_containers_only() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::new(root.path().join("absent"));
+        assert!(store.ids().unwrap().is_empty());
+        let store = Store::new(root.path().to_path_buf());
+        drop(store.claim("b").unwrap());
+        drop(store.claim("a").unwrap());
+        fs::write(root.path().join("stray-file"), "").unwrap();
+        assert_eq!(store.ids().unwrap(), vec!["a", "b"]);
     }
 
     #[test]
