@@ -13,8 +13,9 @@ use slog::{error, info, Logger};
 use ttrpc::TtrpcContext;
 use ward_agent_protocol::agent::{
     CheckRequest, CheckResponse, CreateContainerRequest, Empty, ExecProcessRequest, GuestDetails,
-    GuestDetailsRequest, RemoveContainerRequest, SignalProcessRequest, StartContainerRequest,
-    WaitProcessRequest, WaitProcessResponse,
+    GuestDetailsRequest, ListProcessesRequest, ListProcessesResponse, PauseContainerRequest,
+    ProcessInfo, RemoveContainerRequest, ResumeContainerRequest, SignalProcessRequest,
+    StartContainerRequest, WaitProcessRequest, WaitProcessResponse,
 };
 use ward_agent_protocol::agent_ttrpc::{create_agent, Agent};
 use ward_agent_protocol::{AGENT_VERSION, AGENT_VSOCK_PORT, PROTOCOL_VERSION};
@@ -169,6 +170,54 @@ impl Agent for Service {
                 let mut reply = WaitProcessResponse::new();
                 reply.status = status.shell_status();
                 reply.signal = status.signal();
+                reply
+            })
+    }
+
+    fn pause_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: PauseContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let started = Instant::now();
+        info!(self.log, "rpc"; "rpc" => "PauseContainer", "container" => &req.container_id);
+        let result = self.containers.set_frozen(&req.container_id, true);
+        self.finish("PauseContainer", &req.container_id, started, result)
+            .map(|()| Empty::new())
+    }
+
+    fn resume_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ResumeContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let started = Instant::now();
+        info!(self.log, "rpc"; "rpc" => "ResumeContainer", "container" => &req.container_id);
+        let result = self.containers.set_frozen(&req.container_id, false);
+        self.finish("ResumeContainer", &req.container_id, started, result)
+            .map(|()| Empty::new())
+    }
+
+    fn list_processes(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ListProcessesRequest,
+    ) -> ttrpc::Result<ListProcessesResponse> {
+        let started = Instant::now();
+        let result = self.containers.processes(&req.container_id);
+        self.finish("ListProcesses", &req.container_id, started, result)
+            .map(|processes| {
+                let mut reply = ListProcessesResponse::new();
+                reply.processes = processes
+                    .into_iter()
+                    .map(|(pid, ppid, cmd)| {
+                        let mut info = ProcessInfo::new();
+                        info.pid = pid;
+                        info.ppid = ppid;
+                        info.cmd = cmd;
+                        info
+                    })
+                    .collect();
                 reply
             })
     }

@@ -40,6 +40,12 @@ pub enum CgroupError {
     InUse(String),
     #[error("cgroup {0}: processes are still in it after {1:?}")]
     NotEmpty(String, Duration),
+    #[error("cgroup {path}: not {state} after {patience:?}")]
+    FreezeTimeout {
+        path: String,
+        state: &'static str,
+        patience: Duration,
+    },
 }
 
 impl CgroupError {
@@ -249,6 +255,15 @@ pub fn enable_controllers(dir: &Path) -> Vec<(String, io::Error)> {
     failed
 }
 
+/// The `frozen` field of a cgroup.events file.
+pub fn parse_frozen(events: &str) -> Option<bool> {
+    events.lines().find_map(|line| match line.split_once(' ') {
+        Some(("frozen", "1")) => Some(true),
+        Some(("frozen", "0")) => Some(false),
+        _ => None,
+    })
+}
+
 /// A container's cgroup.
 #[derive(Debug, Clone)]
 pub struct Cgroup {
@@ -322,6 +337,31 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Freezes or thaws every process in the cgroup and waits until the kernel reports the
+    /// new state in cgroup.events (a freeze completes only once each task has stopped).
+    pub fn set_frozen(&self, frozen: bool, patience: Duration) -> Result<(), CgroupError> {
+        let value = if frozen { "1" } else { "0" };
+        fs::write(self.path.join("cgroup.freeze"), value).map_err(|e| {
+            CgroupError::io(&self.path, format!("writing {value} to cgroup.freeze"), e)
+        })?;
+        let deadline = Instant::now() + patience;
+        loop {
+            let events = fs::read_to_string(self.path.join("cgroup.events"))
+                .map_err(|e| CgroupError::io(&self.path, "reading cgroup.events", e))?;
+            if parse_frozen(&events) == Some(frozen) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(CgroupError::FreezeTimeout {
+                    path: self.path.display().to_string(),
+                    state: if frozen { "frozen" } else { "thawed" },
+                    patience,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Removes the (empty) cgroup, waiting up to `patience` for dying processes to leave.
     pub fn remove(&self, patience: Duration) -> Result<(), CgroupError> {
         let deadline = Instant::now() + patience;
@@ -347,6 +387,13 @@ impl Cgroup {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn frozen_state_is_read_from_cgroup_events() {
+        assert_eq!(super::parse_frozen("populated 1\nfrozen 1\n"), Some(true));
+        assert_eq!(super::parse_frozen("populated 0\nfrozen 0\n"), Some(false));
+        assert_eq!(super::parse_frozen("populated 1\n"), None);
+    }
+
     use super::*;
 
     #[test]

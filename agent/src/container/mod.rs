@@ -117,7 +117,9 @@ impl Coded for ContainerError {
                 _ => Code::INVALID_ARGUMENT,
             },
             E::Cgroup { source, .. } => match source {
-                CgroupError::Io { .. } | CgroupError::NotEmpty(..) => Code::INTERNAL,
+                CgroupError::Io { .. }
+                | CgroupError::NotEmpty(..)
+                | CgroupError::FreezeTimeout { .. } => Code::INTERNAL,
                 CgroupError::InUse(_) => Code::FAILED_PRECONDITION,
                 _ => Code::INVALID_ARGUMENT,
             },
@@ -147,6 +149,24 @@ enum Phase {
     Started,
     /// StartContainer failed (the exec failed); the init has exited.
     StartFailed,
+}
+
+/// How long a freeze or thaw may take before PauseContainer/ResumeContainer fail.
+const FREEZE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// /proc/PID/cmdline's NUL-separated arguments, joined by spaces.
+fn command_line(raw: &[u8]) -> String {
+    raw.split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The parent PID from /proc/PID/stat, counting fields after the command's last ')'.
+fn parent_pid(stat: &str) -> Option<i32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 pub struct Container {
@@ -626,6 +646,39 @@ impl Containers {
         }
     }
 
+    /// PauseContainer and ResumeContainer.
+    pub fn set_frozen(&self, id: &str, frozen: bool) -> Result<(), ContainerError> {
+        let c = self.get(id)?;
+        c.cgroup
+            .set_frozen(frozen, FREEZE_PATIENCE)
+            .map_err(|source| ContainerError::Cgroup {
+                id: id.into(),
+                source,
+            })
+    }
+
+    /// ListProcesses: the PIDs of the container's cgroup, with their parents and commands.
+    pub fn processes(&self, id: &str) -> Result<Vec<(i32, i32, String)>, ContainerError> {
+        let c = self.get(id)?;
+        let pids = c.cgroup.pids().map_err(|source| ContainerError::Cgroup {
+            id: id.into(),
+            source,
+        })?;
+        Ok(pids
+            .into_iter()
+            .map(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|raw| command_line(&raw))
+                    .unwrap_or_default();
+                let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| parent_pid(&stat))
+                    .unwrap_or(0);
+                (pid, ppid, cmd)
+            })
+            .collect())
+    }
+
     /// WaitProcess: blocks (without holding any registry lock) until the process exits.
     pub fn wait(&self, id: &str, exec_id: &str) -> Result<ExitStatus, ContainerError> {
         let c = self.get(id)?;
@@ -727,5 +780,16 @@ impl StreamSource for Containers {
             .process(&c, &header.exec_id)
             .map_err(|e| e.to_string())?;
         p.take_stream(header.kind).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    #[test]
+    fn process_listing_parses_proc_files() {
+        assert_eq!(super::command_line(b"sleep\x001000\x00"), "sleep 1000");
+        assert_eq!(super::command_line(b""), "");
+        assert_eq!(super::parent_pid("7 (a b) c) S 1 7 7"), Some(1));
+        assert_eq!(super::parent_pid("garbage"), None);
     }
 }

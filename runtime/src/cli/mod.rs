@@ -10,6 +10,8 @@ pub mod exec;
 pub mod features;
 pub mod kill;
 pub mod list;
+pub mod pause;
+pub mod ps;
 pub mod relay;
 pub mod run;
 pub mod spec;
@@ -53,6 +55,12 @@ pub enum Command {
     Kill(kill::Kill),
     /// Delete a container and its microVM
     Delete(liboci_cli::Delete),
+    /// Freeze every process of the container
+    Pause(liboci_cli::Pause),
+    /// Thaw a paused container
+    Resume(liboci_cli::Resume),
+    /// List the container's processes (guest PIDs)
+    Ps(liboci_cli::Ps),
     /// List the containers under --root
     List(liboci_cli::List),
     /// Write a starting config.json into a bundle
@@ -148,6 +156,9 @@ pub fn execute(cli: &Cli, ctx: &Context) -> Result<i32, CliError> {
         Command::Run(args) => run::execute(ctx, args),
         Command::Exec(args) => exec::execute(ctx, args),
         Command::List(args) => list::execute(ctx, args),
+        Command::Pause(args) => pause::pause(ctx, args),
+        Command::Resume(args) => pause::resume(ctx, args),
+        Command::Ps(args) => ps::execute(ctx, args),
         Command::Spec(args) => spec::execute(args),
         Command::Features(_) => features::execute(),
         Command::Relay(args) => relay::execute(ctx, args),

@@ -406,6 +406,32 @@ pub fn kill(ctx: &Context, id: &str, signal: i32, all: bool) -> Result<(), Lifec
     Ok(())
 }
 
+/// `ward pause` (`paused`) and `ward resume`.
+pub fn set_paused(ctx: &Context, id: &str, paused: bool) -> Result<(), LifecycleError> {
+    let lock = ctx.store.lock(id)?;
+    let (action, from, to) = if paused {
+        ("pause", Status::Running, Status::Paused)
+    } else {
+        ("resume", Status::Paused, Status::Running)
+    };
+    let (mut state, _, agent) = agent_of(ctx, id, action, &[from])?;
+    agent.set_paused(id, paused).map_err(agent_err(id))?;
+    state.status = to;
+    ctx.store.save(&lock, &state)?;
+    info!(ctx.log, "container {}", to; "container" => id);
+    Ok(())
+}
+
+/// `ward ps`: the container's processes as its guest sees them.
+pub fn processes(
+    ctx: &Context,
+    id: &str,
+) -> Result<Vec<ward_agent_protocol::agent::ProcessInfo>, LifecycleError> {
+    let allowed = [Status::Created, Status::Running, Status::Paused];
+    let (_, _, agent) = agent_of(ctx, id, "list the processes of", &allowed)?;
+    agent.list_processes(id).map_err(agent_err(id))
+}
+
 /// `ward delete`.
 pub fn delete(ctx: &Context, id: &str, force: bool) -> Result<(), LifecycleError> {
     let lock = ctx.store.lock(id)?;

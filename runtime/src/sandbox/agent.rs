@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 use ward_agent_protocol::agent::{
-    CheckRequest, CreateContainerRequest, ExecProcessRequest, SignalProcessRequest,
+    CheckRequest, CreateContainerRequest, ExecProcessRequest, ListProcessesRequest,
+    PauseContainerRequest, ProcessInfo, ResumeContainerRequest, SignalProcessRequest,
     StartContainerRequest, Storage, WaitProcessRequest,
 };
 use ward_agent_protocol::agent_ttrpc::AgentClient;
@@ -124,6 +125,39 @@ impl Agent {
             .map(drop)
             .map_err(|e| AgentError::Call {
                 call: "ExecProcess",
+                message: describe(e),
+            })
+    }
+
+    /// Freezes (`true`) or thaws every process of the container.
+    pub fn set_paused(&self, id: &str, paused: bool) -> Result<(), AgentError> {
+        let result = if paused {
+            let mut req = PauseContainerRequest::new();
+            req.container_id = id.to_string();
+            self.client
+                .pause_container(ctx(Some(CALL_TIMEOUT)), &req)
+                .map_err(|e| ("PauseContainer", e))
+        } else {
+            let mut req = ResumeContainerRequest::new();
+            req.container_id = id.to_string();
+            self.client
+                .resume_container(ctx(Some(CALL_TIMEOUT)), &req)
+                .map_err(|e| ("ResumeContainer", e))
+        };
+        result.map(drop).map_err(|(call, e)| AgentError::Call {
+            call,
+            message: describe(e),
+        })
+    }
+
+    pub fn list_processes(&self, id: &str) -> Result<Vec<ProcessInfo>, AgentError> {
+        let mut req = ListProcessesRequest::new();
+        req.container_id = id.to_string();
+        self.client
+            .list_processes(ctx(Some(CALL_TIMEOUT)), &req)
+            .map(|reply| reply.processes)
+            .map_err(|e| AgentError::Call {
+                call: "ListProcesses",
                 message: describe(e),
             })
     }
