@@ -15,7 +15,8 @@ use ward_agent_protocol::agent::{
     CheckRequest, CheckResponse, CreateContainerRequest, Empty, ExecProcessRequest, GuestDetails,
     GuestDetailsRequest, ListProcessesRequest, ListProcessesResponse, PauseContainerRequest,
     ProcessInfo, RemoveContainerRequest, ResumeContainerRequest, SignalProcessRequest,
-    StartContainerRequest, WaitProcessRequest, WaitProcessResponse,
+    StartContainerRequest, StatsContainerRequest, StatsContainerResponse, UpdateContainerRequest,
+    WaitProcessRequest, WaitProcessResponse,
 };
 use ward_agent_protocol::agent_ttrpc::{create_agent, Agent};
 use ward_agent_protocol::{AGENT_VERSION, AGENT_VSOCK_PORT, PROTOCOL_VERSION};
@@ -196,6 +197,30 @@ impl Agent for Service {
         let result = self.containers.set_frozen(&req.container_id, false);
         self.finish("ResumeContainer", &req.container_id, started, result)
             .map(|()| Empty::new())
+    }
+
+    fn update_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let started = Instant::now();
+        info!(self.log, "rpc"; "rpc" => "UpdateContainer", "container" => &req.container_id);
+        let result = self
+            .containers
+            .update(&req.container_id, &req.linux_resources_json);
+        self.finish("UpdateContainer", &req.container_id, started, result)
+            .map(|()| Empty::new())
+    }
+
+    fn stats_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: StatsContainerRequest,
+    ) -> ttrpc::Result<StatsContainerResponse> {
+        let started = Instant::now();
+        let result = self.containers.stats(&req.container_id);
+        self.finish("StatsContainer", &req.container_id, started, result)
     }
 
     fn list_processes(

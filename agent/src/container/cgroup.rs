@@ -255,6 +255,24 @@ pub fn enable_controllers(dir: &Path) -> Vec<(String, io::Error)> {
     failed
 }
 
+/// "key value" lines, as in cpu.stat and memory.stat; lines that do not parse are skipped.
+pub fn parse_flat_keyed(text: &str) -> std::collections::HashMap<String, u64> {
+    text.lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            Some((key.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// A single-value interface file: a number, or "max" (returned as 0, meaning no limit).
+pub fn parse_single(text: &str) -> Option<u64> {
+    match text.trim() {
+        "max" => Some(0),
+        other => other.parse().ok(),
+    }
+}
+
 /// The `frozen` field of a cgroup.events file.
 pub fn parse_frozen(events: &str) -> Option<bool> {
     events.lines().find_map(|line| match line.split_once(' ') {
@@ -337,6 +355,11 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The text of one interface file, empty when the controller does not provide it.
+    pub fn read(&self, file: &str) -> String {
+        fs::read_to_string(self.path.join(file)).unwrap_or_default()
+    }
+
     /// Freezes or thaws every process in the cgroup and waits until the kernel reports the
     /// new state in cgroup.events (a freeze completes only once each task has stopped).
     pub fn set_frozen(&self, frozen: bool, patience: Duration) -> Result<(), CgroupError> {
@@ -387,6 +410,17 @@ impl Cgroup {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stat_files_parse() {
+        let cpu =
+            super::parse_flat_keyed("usage_usec 120\nuser_usec 100\nsystem_usec 20\nbad line\n");
+        assert_eq!(cpu["usage_usec"], 120);
+        assert_eq!(cpu.len(), 3);
+        assert_eq!(super::parse_single("max\n"), Some(0));
+        assert_eq!(super::parse_single("4096\n"), Some(4096));
+        assert_eq!(super::parse_single(""), None);
+    }
+
     #[test]
     fn frozen_state_is_read_from_cgroup_events() {
         assert_eq!(super::parse_frozen("populated 1\nfrozen 1\n"), Some(true));

@@ -657,6 +657,40 @@ impl Containers {
             })
     }
 
+    /// UpdateContainer: new limits, from an OCI linux.resources object.
+    pub fn update(&self, id: &str, resources_json: &[u8]) -> Result<(), ContainerError> {
+        let c = self.get(id)?;
+        let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(resources_json)
+            .map_err(|e| ContainerError::State {
+            id: id.into(),
+            why: format!("got invalid linux.resources: {e}"),
+        })?;
+        let cgroup_err = |source| ContainerError::Cgroup {
+            id: id.into(),
+            source,
+        };
+        let plan = cgroup::resource_plan(&resources).map_err(cgroup_err)?;
+        c.cgroup.apply(&plan).map_err(cgroup_err)
+    }
+
+    /// StatsContainer: the raw numbers of the container's cgroup.
+    pub fn stats(
+        &self,
+        id: &str,
+    ) -> Result<ward_agent_protocol::agent::StatsContainerResponse, ContainerError> {
+        let c = self.get(id)?;
+        let g = &c.cgroup;
+        let mut reply = ward_agent_protocol::agent::StatsContainerResponse::new();
+        reply.cpu_stat = cgroup::parse_flat_keyed(&g.read("cpu.stat"));
+        reply.memory_current = cgroup::parse_single(&g.read("memory.current")).unwrap_or(0);
+        reply.memory_max = cgroup::parse_single(&g.read("memory.max")).unwrap_or(0);
+        reply.memory_peak = cgroup::parse_single(&g.read("memory.peak")).unwrap_or(0);
+        reply.memory_stat = cgroup::parse_flat_keyed(&g.read("memory.stat"));
+        reply.pids_current = cgroup::parse_single(&g.read("pids.current")).unwrap_or(0);
+        reply.pids_max = cgroup::parse_single(&g.read("pids.max")).unwrap_or(0);
+        Ok(reply)
+    }
+
     /// ListProcesses: the PIDs of the container's cgroup, with their parents and commands.
     pub fn processes(&self, id: &str) -> Result<Vec<(i32, i32, String)>, ContainerError> {
         let c = self.get(id)?;

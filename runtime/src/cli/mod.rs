@@ -6,6 +6,7 @@ pub mod check;
 pub mod create;
 pub mod delete;
 pub mod env;
+pub mod events;
 pub mod exec;
 pub mod features;
 pub mod kill;
@@ -17,6 +18,7 @@ pub mod run;
 pub mod spec;
 pub mod start;
 pub mod state;
+pub mod update;
 
 use std::path::PathBuf;
 
@@ -61,6 +63,10 @@ pub enum Command {
     Resume(liboci_cli::Resume),
     /// List the container's processes (guest PIDs)
     Ps(liboci_cli::Ps),
+    /// Apply new CPU, memory and pids limits to a container
+    Update(liboci_cli::Update),
+    /// Print the container's resource statistics as runc's events
+    Events(liboci_cli::Events),
     /// List the containers under --root
     List(liboci_cli::List),
     /// Write a starting config.json into a bundle
@@ -156,6 +162,8 @@ pub fn execute(cli: &Cli, ctx: &Context) -> Result<i32, CliError> {
         Command::Run(args) => run::execute(ctx, args),
         Command::Exec(args) => exec::execute(ctx, args),
         Command::List(args) => list::execute(ctx, args),
+        Command::Update(args) => update::execute(ctx, args),
+        Command::Events(args) => events::execute(ctx, args),
         Command::Pause(args) => pause::pause(ctx, args),
         Command::Resume(args) => pause::resume(ctx, args),
         Command::Ps(args) => ps::execute(ctx, args),

@@ -422,6 +422,25 @@ pub fn set_paused(ctx: &Context, id: &str, paused: bool) -> Result<(), Lifecycle
     Ok(())
 }
 
+/// `ward update`: new limits for a live container's cgroup in the guest.
+pub fn update(ctx: &Context, id: &str, resources_json: Vec<u8>) -> Result<(), LifecycleError> {
+    let allowed = [Status::Created, Status::Running, Status::Paused];
+    let (_, _, agent) = agent_of(ctx, id, "update", &allowed)?;
+    agent.update(id, resources_json).map_err(agent_err(id))?;
+    info!(ctx.log, "resources updated"; "container" => id);
+    Ok(())
+}
+
+/// `ward events`: the container's cgroup statistics.
+pub fn stats(
+    ctx: &Context,
+    id: &str,
+) -> Result<ward_agent_protocol::agent::StatsContainerResponse, LifecycleError> {
+    let allowed = [Status::Created, Status::Running, Status::Paused];
+    let (_, _, agent) = agent_of(ctx, id, "read the statistics of", &allowed)?;
+    agent.stats(id).map_err(agent_err(id))
+}
+
 /// `ward ps`: the container's processes as its guest sees them.
 pub fn processes(
     ctx: &Context,

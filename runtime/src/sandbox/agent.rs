@@ -8,7 +8,8 @@ use thiserror::Error;
 use ward_agent_protocol::agent::{
     CheckRequest, CreateContainerRequest, ExecProcessRequest, ListProcessesRequest,
     PauseContainerRequest, ProcessInfo, ResumeContainerRequest, SignalProcessRequest,
-    StartContainerRequest, Storage, WaitProcessRequest,
+    StartContainerRequest, StatsContainerRequest, StatsContainerResponse, Storage,
+    UpdateContainerRequest, WaitProcessRequest,
 };
 use ward_agent_protocol::agent_ttrpc::AgentClient;
 use ward_agent_protocol::{AGENT_VERSION, PROTOCOL_VERSION};
@@ -148,6 +149,30 @@ impl Agent {
             call,
             message: describe(e),
         })
+    }
+
+    pub fn update(&self, id: &str, resources_json: Vec<u8>) -> Result<(), AgentError> {
+        let mut req = UpdateContainerRequest::new();
+        req.container_id = id.to_string();
+        req.linux_resources_json = resources_json;
+        self.client
+            .update_container(ctx(Some(CALL_TIMEOUT)), &req)
+            .map(drop)
+            .map_err(|e| AgentError::Call {
+                call: "UpdateContainer",
+                message: describe(e),
+            })
+    }
+
+    pub fn stats(&self, id: &str) -> Result<StatsContainerResponse, AgentError> {
+        let mut req = StatsContainerRequest::new();
+        req.container_id = id.to_string();
+        self.client
+            .stats_container(ctx(Some(CALL_TIMEOUT)), &req)
+            .map_err(|e| AgentError::Call {
+                call: "StatsContainer",
+                message: describe(e),
+            })
     }
 
     pub fn list_processes(&self, id: &str) -> Result<Vec<ProcessInfo>, AgentError> {
