@@ -45,6 +45,14 @@ fn ctx(timeout: Option<Duration>) -> ttrpc::context::Context {
     }
 }
 
+/// Names the call in the error of a failed RPC.
+fn failed(call: &'static str) -> impl Fn(ttrpc::Error) -> AgentError {
+    move |e| AgentError::Call {
+        call,
+        message: describe(e),
+    }
+}
+
 /// ttrpc reports a remote status as "RpcStatus(...)": keep only the agent's message.
 fn describe(error: ttrpc::Error) -> String {
     match error {
@@ -64,10 +72,7 @@ impl Agent {
         let reply = agent
             .client
             .check(ctx(Some(timeout)), &CheckRequest::new())
-            .map_err(|e| AgentError::Call {
-                call: "Check",
-                message: describe(e),
-            })?;
+            .map_err(failed("Check"))?;
         if reply.protocol_version != PROTOCOL_VERSION {
             return Err(AgentError::Version {
                 agent: reply.protocol_version,
@@ -93,10 +98,7 @@ impl Agent {
         self.client
             .create_container(ctx(Some(CALL_TIMEOUT)), &req)
             .map(drop)
-            .map_err(|e| AgentError::Call {
-                call: "CreateContainer",
-                message: describe(e),
-            })
+            .map_err(failed("CreateContainer"))
     }
 
     pub fn start_container(&self, id: &str) -> Result<(), AgentError> {
@@ -105,10 +107,7 @@ impl Agent {
         self.client
             .start_container(ctx(Some(CALL_TIMEOUT)), &req)
             .map(drop)
-            .map_err(|e| AgentError::Call {
-                call: "StartContainer",
-                message: describe(e),
-            })
+            .map_err(failed("StartContainer"))
     }
 
     pub fn exec_process(
@@ -124,10 +123,7 @@ impl Agent {
         self.client
             .exec_process(ctx(Some(CALL_TIMEOUT)), &req)
             .map(drop)
-            .map_err(|e| AgentError::Call {
-                call: "ExecProcess",
-                message: describe(e),
-            })
+            .map_err(failed("ExecProcess"))
     }
 
     /// Freezes (`true`) or thaws every process of the container.
@@ -137,18 +133,15 @@ impl Agent {
             req.container_id = id.to_string();
             self.client
                 .pause_container(ctx(Some(CALL_TIMEOUT)), &req)
-                .map_err(|e| ("PauseContainer", e))
+                .map_err(failed("PauseContainer"))
         } else {
             let mut req = ResumeContainerRequest::new();
             req.container_id = id.to_string();
             self.client
                 .resume_container(ctx(Some(CALL_TIMEOUT)), &req)
-                .map_err(|e| ("ResumeContainer", e))
+                .map_err(failed("ResumeContainer"))
         };
-        result.map(drop).map_err(|(call, e)| AgentError::Call {
-            call,
-            message: describe(e),
-        })
+        result.map(drop)
     }
 
     pub fn update(&self, id: &str, resources_json: Vec<u8>) -> Result<(), AgentError> {
@@ -158,10 +151,7 @@ impl Agent {
         self.client
             .update_container(ctx(Some(CALL_TIMEOUT)), &req)
             .map(drop)
-            .map_err(|e| AgentError::Call {
-                call: "UpdateContainer",
-                message: describe(e),
-            })
+            .map_err(failed("UpdateContainer"))
     }
 
     pub fn stats(&self, id: &str) -> Result<StatsContainerResponse, AgentError> {
@@ -169,10 +159,7 @@ impl Agent {
         req.container_id = id.to_string();
         self.client
             .stats_container(ctx(Some(CALL_TIMEOUT)), &req)
-            .map_err(|e| AgentError::Call {
-                call: "StatsContainer",
-                message: describe(e),
-            })
+            .map_err(failed("StatsContainer"))
     }
 
     pub fn list_processes(&self, id: &str) -> Result<Vec<ProcessInfo>, AgentError> {
@@ -181,10 +168,7 @@ impl Agent {
         self.client
             .list_processes(ctx(Some(CALL_TIMEOUT)), &req)
             .map(|reply| reply.processes)
-            .map_err(|e| AgentError::Call {
-                call: "ListProcesses",
-                message: describe(e),
-            })
+            .map_err(failed("ListProcesses"))
     }
 
     pub fn signal_process(
@@ -202,10 +186,7 @@ impl Agent {
         self.client
             .signal_process(ctx(Some(CALL_TIMEOUT)), &req)
             .map(drop)
-            .map_err(|e| AgentError::Call {
-                call: "SignalProcess",
-                message: describe(e),
-            })
+            .map_err(failed("SignalProcess"))
     }
 
     /// Blocks until the process exits; returns its shell-style status.
@@ -216,9 +197,6 @@ impl Agent {
         self.client
             .wait_process(ctx(None), &req)
             .map(|reply| reply.status)
-            .map_err(|e| AgentError::Call {
-                call: "WaitProcess",
-                message: describe(e),
-            })
+            .map_err(failed("WaitProcess"))
     }
 }
