@@ -108,15 +108,7 @@ pub fn execute(ctx: &Context, args: &liboci_cli::Exec) -> Result<i32, CliError> 
         })?;
     }
     let (exec_id, sandbox, agent) = lifecycle::exec(ctx, id, process_json)?;
-    let pid_file = |pid: i32| -> Result<(), CliError> {
-        if let Some(path) = &args.pid_file {
-            lifecycle::write_pid_file(path, pid).map_err(|source| CliError::Io {
-                what: format!("writing pid file {}", path.display()),
-                source,
-            })?;
-        }
-        Ok(())
-    };
+    let pid_file = |pid| lifecycle::write_pid_file(id, args.pid_file.as_deref(), pid);
     if args.detach {
         drop(agent);
         let relay = lifecycle::spawn_relay(ctx, id, Some(&exec_id))?;

@@ -43,15 +43,7 @@ pub fn execute(ctx: &Context, args: &liboci_cli::Run) -> Result<i32, CliError> {
         if let Some(lock) = &lock {
             ctx.store.save(lock, &state)?;
         }
-        if let Some(path) = &args.pid_file {
-            lifecycle::write_pid_file(path, std::process::id() as i32).map_err(|source| {
-                LifecycleError::Io {
-                    id: id.to_string(),
-                    what: format!("writing pid file {}", path.display()),
-                    source,
-                }
-            })?;
-        }
+        lifecycle::write_pid_file(id, args.pid_file.as_deref(), std::process::id() as i32)?;
         agent
             .start_container(id)
             .map_err(|source| LifecycleError::Agent {

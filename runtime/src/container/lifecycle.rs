@@ -271,8 +271,20 @@ pub fn spawn_relay(
     })
 }
 
+/// Writes `--pid-file`, when one was asked for, naming the container in any error.
+pub fn write_pid_file(id: &str, path: Option<&Path>, pid: i32) -> Result<(), LifecycleError> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    replace_pid_file(path, pid).map_err(|source| LifecycleError::Io {
+        id: id.to_string(),
+        what: format!("writing pid file {}", path.display()),
+        source,
+    })
+}
+
 /// Writes the PID file as runc does: to a temporary file renamed into place.
-pub fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
+fn replace_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
     let name = path
         .file_name()
@@ -303,14 +315,7 @@ pub fn create(
         state.relay = Some(relay.clone());
         state.status = Status::Created;
         ctx.store.save(&lock, &state)?;
-        if let Some(path) = pid_file {
-            write_pid_file(path, relay.pid).map_err(|source| LifecycleError::Io {
-                id: id.to_string(),
-                what: format!("writing pid file {}", path.display()),
-                source,
-            })?;
-        }
-        Ok(())
+        write_pid_file(id, pid_file, relay.pid)
     })();
     if let Err(e) = finish {
         drop(sandbox);
@@ -494,9 +499,9 @@ mod tests {
     fn pid_file_is_written_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pid");
-        write_pid_file(&path, 4242).unwrap();
+        write_pid_file("c", Some(&path), 4242).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "4242");
-        write_pid_file(&path, 7).unwrap();
+        write_pid_file("c", Some(&path), 7).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "7");
     }
 }
