@@ -88,6 +88,19 @@ impl Ward {
         path
     }
 
+    /// Builds a busybox bundle running `args` and starts it as container `id` with
+    /// `run --detach`, asserting that it started; returns the bundle's path.
+    pub fn start(&self, id: &str, args: &[&str]) -> PathBuf {
+        let bundle = self.bundle(id, args);
+        let out = self.run_detached(&["run", "--detach", "--bundle", bundle.to_str().unwrap(), id]);
+        assert!(
+            out.status.success(),
+            "run --detach {id}: {}",
+            text(&out.stderr)
+        );
+        bundle
+    }
+
     pub fn command(&self) -> Command {
         let mut command = Command::new(&self.bin);
         command

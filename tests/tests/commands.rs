@@ -11,15 +11,7 @@ fn list_shows_containers_in_runc_formats() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "[]", "no root yet: an empty list");
 
-    let bundle = ward.bundle("listed", &["sleep", "1000"]);
-    let out = ward.run_detached(&[
-        "run",
-        "--detach",
-        "--bundle",
-        bundle.to_str().unwrap(),
-        "listed",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    ward.start("listed", &["sleep", "1000"]);
 
     let out = ward.run(&["list"]);
     let table = text(&out.stdout);

@@ -7,15 +7,7 @@ use ward_e2e::{alive, assert_fails_with, text, Ward};
 #[test]
 fn exec_runs_in_the_guest_with_stdio_env_and_exit_codes() {
     let ward = Ward::new();
-    let bundle = ward.bundle("base", &["sleep", "1000"]);
-    let out = ward.run_detached(&[
-        "run",
-        "--detach",
-        "--bundle",
-        bundle.to_str().unwrap(),
-        "box",
-    ]);
-    assert!(out.status.success(), "run --detach: {}", text(&out.stderr));
+    ward.start("box", &["sleep", "1000"]);
 
     // The guest's kernel, not the host's.
     let out = ward.run(&["exec", "box", "cat", "/proc/version"]);

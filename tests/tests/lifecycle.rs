@@ -105,15 +105,7 @@ fn kill_stops_a_sleeping_container_and_delete_leaves_nothing() {
 #[test]
 fn kill_accepts_runc_signal_spellings_and_defaults_to_term() {
     let ward = Ward::new();
-    let bundle = ward.bundle("sleep2", &["sleep", "1000"]);
-    let out = ward.run_detached(&[
-        "run",
-        "--detach",
-        "--bundle",
-        bundle.to_str().unwrap(),
-        "sleeper2",
-    ]);
-    assert!(out.status.success(), "run --detach: {}", text(&out.stderr));
+    ward.start("sleeper2", &["sleep", "1000"]);
     assert_eq!(ward.state("sleeper2")["status"], "running");
     let out = ward.run(&["kill", "sleeper2", "NOSUCHSIG"]);
     assert!(!out.status.success());

@@ -14,7 +14,7 @@ fn ticks(path: &std::path::Path) -> usize {
 fn pause_freezes_resume_thaws_and_ps_lists() {
     let ward = Ward::new();
     // The rootfs is shared with the host, so the host can watch the ticks being written.
-    let bundle = ward.bundle(
+    let bundle = ward.start(
         "ticker",
         &[
             "sh",
@@ -23,14 +23,6 @@ fn pause_freezes_resume_thaws_and_ps_lists() {
         ],
     );
     let tick_file = bundle.join("rootfs/ticks");
-    let out = ward.run_detached(&[
-        "run",
-        "--detach",
-        "--bundle",
-        bundle.to_str().unwrap(),
-        "ticker",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
 
     let out = ward.run(&["ps", "--format", "json", "ticker"]);
     assert!(out.status.success(), "ps: {}", text(&out.stderr));

@@ -13,15 +13,7 @@ fn stats(ward: &Ward, id: &str) -> serde_json::Value {
 #[test]
 fn update_sets_limits_that_events_report() {
     let ward = Ward::new();
-    let bundle = ward.bundle("limited", &["sleep", "1000"]);
-    let out = ward.run_detached(&[
-        "run",
-        "--detach",
-        "--bundle",
-        bundle.to_str().unwrap(),
-        "limited",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    ward.start("limited", &["sleep", "1000"]);
 
     let event = stats(&ward, "limited");
     assert_eq!(event["type"], "stats");
