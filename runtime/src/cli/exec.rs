@@ -9,7 +9,7 @@ use oci_spec::runtime::{Process, Spec};
 
 use crate::cli::CliError;
 use crate::container::{lifecycle, Context, LifecycleError};
-use crate::relay::{self, signals, Streams};
+use crate::relay::{self, Streams};
 
 /// The process to run: --process FILE as it is, or the container's own process with the
 /// command line and the flags applied (runc's behaviour).
@@ -102,10 +102,7 @@ pub fn execute(ctx: &Context, args: &liboci_cli::Exec) -> Result<i32, CliError> 
     })?;
     if !args.detach {
         // Before any thread exists, so that every thread inherits the mask.
-        signals::block().map_err(|e| CliError::Io {
-            what: "blocking signals".into(),
-            source: e.into(),
-        })?;
+        crate::cli::block_signals()?;
     }
     let (exec_id, sandbox, agent) = lifecycle::exec(ctx, id, process_json)?;
     let pid_file = |pid| lifecycle::write_pid_file(id, args.pid_file.as_deref(), pid);
@@ -116,11 +113,7 @@ pub fn execute(ctx: &Context, args: &liboci_cli::Exec) -> Result<i32, CliError> 
         lifecycle::record_exec_relay(ctx, id, relay)?;
         return Ok(0);
     }
-    let streams =
-        Streams::open(&sandbox, id, &exec_id).map_err(|source| LifecycleError::Sandbox {
-            id: id.to_string(),
-            source,
-        })?;
+    let streams = Streams::open(&sandbox, id, &exec_id).map_err(lifecycle::sandbox_err(id))?;
     pid_file(std::process::id() as i32)?;
     let status = relay::serve(Arc::new(agent), id, &exec_id, streams, &ctx.log).map_err(|e| {
         LifecycleError::Relay {

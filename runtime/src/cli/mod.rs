@@ -110,6 +110,15 @@ impl From<crate::container::StoreError> for CliError {
     }
 }
 
+/// Blocks the signals a relay forwards; called before any thread exists, so that every
+/// thread inherits the mask.
+pub fn block_signals() -> Result<(), CliError> {
+    crate::relay::signals::block().map_err(|source| CliError::Io {
+        what: "starting the relay".into(),
+        source,
+    })
+}
+
 /// Builds the shared context from the global flags.
 pub fn context(global: &liboci_cli::GlobalOpts) -> Result<Context, CliError> {
     let config = Config::load()?;

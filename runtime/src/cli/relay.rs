@@ -11,7 +11,7 @@ use slog::{error, info};
 
 use crate::cli::CliError;
 use crate::container::{lifecycle, Context, LifecycleError};
-use crate::relay::{self, signals, Streams};
+use crate::relay::{self, Streams};
 use crate::sandbox::Sandbox;
 
 /// The descriptor `create` hands the relay for its ready message.
@@ -36,10 +36,7 @@ fn ready_pipe() -> Option<std::fs::File> {
 }
 
 pub fn execute(ctx: &Context, args: &Relay) -> Result<i32, CliError> {
-    signals::block().map_err(|e| CliError::Io {
-        what: "blocking signals".into(),
-        source: e.into(),
-    })?;
+    crate::cli::block_signals()?;
     let mut ready = ready_pipe();
     let id = &args.container_id;
     let exec_id = args.exec_id.as_deref().unwrap_or("");
@@ -49,13 +46,10 @@ pub fn execute(ctx: &Context, args: &Relay) -> Result<i32, CliError> {
             id: id.clone(),
             message: "the container has no VM".into(),
         })?;
-        let sandbox_err = |source| LifecycleError::Sandbox {
-            id: id.clone(),
-            source,
-        };
-        let sandbox = Sandbox::attach(&ctx.config, vm).map_err(sandbox_err)?;
-        let streams = Streams::open(&sandbox, id, exec_id).map_err(sandbox_err)?;
-        let agent = sandbox.agent().map_err(sandbox_err)?;
+        let sandbox_err = lifecycle::sandbox_err(id);
+        let sandbox = Sandbox::attach(&ctx.config, vm).map_err(&sandbox_err)?;
+        let streams = Streams::open(&sandbox, id, exec_id).map_err(&sandbox_err)?;
+        let agent = sandbox.agent().map_err(&sandbox_err)?;
         Ok((streams, agent))
     })();
     let (streams, agent) = match attached {

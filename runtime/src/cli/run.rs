@@ -9,7 +9,7 @@ use slog::{info, warn};
 use crate::cli::CliError;
 use crate::container::lifecycle::{self, Prepared};
 use crate::container::{Context, LifecycleError, Status};
-use crate::relay::{self, signals, Streams};
+use crate::relay::{self, Streams};
 
 pub fn execute(ctx: &Context, args: &liboci_cli::Run) -> Result<i32, CliError> {
     let id = args.container_id.as_str();
@@ -19,10 +19,7 @@ pub fn execute(ctx: &Context, args: &liboci_cli::Run) -> Result<i32, CliError> {
         return Ok(0);
     }
     // Before any thread exists, so that every thread inherits the mask.
-    signals::block().map_err(|e| CliError::Io {
-        what: "blocking signals".into(),
-        source: e.into(),
-    })?;
+    crate::cli::block_signals()?;
     let started = std::time::Instant::now();
     let Prepared {
         lock,
@@ -33,10 +30,7 @@ pub fn execute(ctx: &Context, args: &liboci_cli::Run) -> Result<i32, CliError> {
 
     let mut lock = Some(lock);
     let result = (|| -> Result<i32, LifecycleError> {
-        let sandbox_err = |source| LifecycleError::Sandbox {
-            id: id.to_string(),
-            source,
-        };
+        let sandbox_err = lifecycle::sandbox_err(id);
         let streams = Streams::open(&sandbox, id, "").map_err(sandbox_err)?;
         state.relay = ward_hypervisor::ProcessRecord::of("relay", std::process::id() as i32);
         state.status = Status::Created;

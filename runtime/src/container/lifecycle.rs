@@ -68,7 +68,7 @@ pub struct Context {
     pub relay_flags: Vec<String>,
 }
 
-fn sandbox_err(id: &str) -> impl Fn(SandboxError) -> LifecycleError + '_ {
+pub fn sandbox_err(id: &str) -> impl Fn(SandboxError) -> LifecycleError + '_ {
     move |source| LifecycleError::Sandbox {
         id: id.to_string(),
         source,

@@ -31,8 +31,9 @@ pub fn forwarded_set() -> SigSet {
 }
 
 /// Blocks the forwarded signals in the calling thread and every thread it starts later.
-pub fn block() -> nix::Result<()> {
+pub fn block() -> std::io::Result<()> {
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&forwarded_set()), None)
+        .map_err(|e| std::io::Error::other(format!("blocking signals: {e}")))
 }
 
 /// Starts the thread that hands each received signal to `forward`.
