@@ -1,0 +1,1 @@
+//! virtio-blk (block device, ID 2).

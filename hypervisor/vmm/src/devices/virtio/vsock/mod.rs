@@ -1,0 +1,1 @@
+//! virtio-vsock (socket device, ID 19).
