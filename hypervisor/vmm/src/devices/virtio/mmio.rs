@@ -91,6 +91,7 @@ pub struct MmioTransport {
     driver_features: u64,
     status: u32,
     config_generation: u32,
+    bad_queue_size: bool,
     active: bool,
 }
 
@@ -119,6 +120,7 @@ impl MmioTransport {
             driver_features: 0,
             status: 0,
             config_generation: 0,
+            bad_queue_size: false,
             active: false,
         })
     }
@@ -198,7 +200,7 @@ impl MmioTransport {
             REG_DRIVER_FEATURES_SEL => self.driver_features_sel = value,
             REG_DRIVER_FEATURES => self.write_driver_features(value),
             REG_QUEUE_SEL => self.queue_sel = value,
-            REG_QUEUE_NUM => self.with_queue_setup(|q| q.set_size(value as u16)),
+            REG_QUEUE_NUM => self.set_queue_size(value),
             REG_QUEUE_READY => self.with_queue_setup(|q| q.set_ready(value == 1)),
             REG_QUEUE_DESC_LOW => {
                 self.with_queue_setup(|q| q.set_desc_table_address(Some(value), None))
@@ -239,6 +241,16 @@ impl MmioTransport {
         if let Some(q) = self.queues.get_mut(self.queue_sel as usize) {
             f(q);
         }
+    }
+
+    fn set_queue_size(&mut self, value: u32) {
+        let mut valid = true;
+        self.with_queue_setup(|q| {
+            valid = u16::try_from(value).is_ok_and(|size| q.try_set_size(size).is_ok());
+        });
+        // A size the queue cannot take would leave device and driver disagreeing on the ring
+        // layout; DRIVER_OK will refuse to start.
+        self.bad_queue_size |= !valid;
     }
 
     fn write_driver_features(&mut self, value: u32) {
@@ -310,7 +322,7 @@ impl MmioTransport {
 
     fn activate(&mut self) {
         let mem = self.mem.memory();
-        let all_valid = self.queues.iter().all(|q| q.is_valid(&*mem));
+        let all_valid = !self.bad_queue_size && self.queues.iter().all(|q| q.is_valid(&*mem));
         drop(mem);
         if !all_valid {
             self.needs_reset();
@@ -366,6 +378,7 @@ impl MmioTransport {
         self.device_features_sel = 0;
         self.driver_features_sel = 0;
         self.driver_features = 0;
+        self.bad_queue_size = false;
         self.status = 0;
         self.interrupt.ack(u32::MAX);
     }
