@@ -1,3 +1,9 @@
 //! ward-vmm: one process per sandbox, running one microVM on KVM.
 
+pub mod arch;
+pub mod boot;
+pub mod bus;
+pub mod config;
 pub mod devices;
+pub mod vmm;
+pub mod vstate;

@@ -1,1 +1,123 @@
-fn main() {}
+//! ward-vmm: runs one microVM until the guest powers off or reboots (exit 0), or until
+//! something fails (exit 1, the reason on stderr).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use slog::{error, o, Drain, Logger};
+
+use ward_vmm::config::{DeviceConfig, DiskConfig, VsockConfig};
+use ward_vmm::vmm::{Payload, Vmm, VmmConfig};
+use ward_vmm::vstate::vcpu::ExitReason;
+
+#[derive(Debug, Parser)]
+#[command(name = "ward-vmm", about = "Runs one ward sandbox microVM on KVM")]
+struct Cli {
+    /// The control socket (one JSON request per line); created before the guest starts.
+    #[arg(long)]
+    api_socket: PathBuf,
+    /// Guest kernel: ELF vmlinux (PVH entry) or bzImage.
+    #[arg(long)]
+    kernel: PathBuf,
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Appended to ward-vmm's own kernel parameters (`console=ttyS0 reboot=k panic=1`).
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    #[arg(long)]
+    vcpus: u32,
+    /// vCPUs the guest may grow to with `set_vcpus` (default: --vcpus).
+    #[arg(long)]
+    max_vcpus: Option<u32>,
+    #[arg(long)]
+    memory_mib: u32,
+    /// The guest's serial console is appended to this file.
+    #[arg(long)]
+    serial_log: PathBuf,
+    /// Guest context ID of the virtio-vsock device (needs --vsock-uds).
+    #[arg(long, requires = "vsock_uds")]
+    vsock_cid: Option<u32>,
+    /// Hybrid vsock socket: connect, write `CONNECT <port>\n`, read `OK <port>\n`.
+    #[arg(long, requires = "vsock_cid")]
+    vsock_uds: Option<PathBuf>,
+    /// A virtio-blk drive: path=P,id=ID[,readonly]. Repeatable.
+    #[arg(long, value_parser = parse_disk)]
+    disk: Vec<DiskConfig>,
+    /// A virtio-rng device fed from the host's getrandom.
+    #[arg(long)]
+    rng: bool,
+    /// Describe the machine with an MP-less, ACPI-less legacy layout instead of ACPI
+    /// tables (virtio devices on the kernel command line; no hotplug).
+    #[arg(long)]
+    no_acpi: bool,
+    /// Log level on stderr: error, warning, info, debug.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn parse_disk(s: &str) -> Result<DiskConfig, String> {
+    DiskConfig::parse(s).map_err(|e| e.to_string())
+}
+
+fn logger(level: &str) -> Logger {
+    let level = match level {
+        "error" => slog::Level::Error,
+        "warning" | "warn" => slog::Level::Warning,
+        "debug" => slog::Level::Debug,
+        "trace" => slog::Level::Trace,
+        _ => slog::Level::Info,
+    };
+    let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+    let drain = slog_term::FullFormat::new(decorator).build().fuse();
+    let drain = slog::LevelFilter::new(drain, level).fuse();
+    Logger::root(drain, o!("pid" => std::process::id()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log = logger(&cli.log_level);
+    let vsock = match (cli.vsock_cid, cli.vsock_uds) {
+        (Some(cid), Some(uds)) => Some(VsockConfig { cid, uds }),
+        _ => None,
+    };
+    let config = VmmConfig {
+        payload: Payload::Linux {
+            kernel: cli.kernel,
+            initrd: cli.initrd,
+            cmdline: cli.cmdline,
+        },
+        vcpus: cli.vcpus,
+        max_vcpus: cli.max_vcpus.unwrap_or(cli.vcpus),
+        memory_mib: cli.memory_mib,
+        serial_log: cli.serial_log,
+        api_socket: Some(cli.api_socket),
+        devices: DeviceConfig {
+            rng: cli.rng,
+            vsock,
+            disks: cli.disk,
+        },
+        acpi: !cli.no_acpi,
+    };
+    let result = Vmm::new(config, log.clone()).and_then(|vmm| vmm.run());
+    match result {
+        Ok(ExitReason::PowerOff) | Ok(ExitReason::Reboot(_)) => ExitCode::SUCCESS,
+        Ok(ExitReason::Error(msg)) => {
+            error!(log, "the VM failed"; "error" => &msg);
+            eprintln!("ward-vmm: {msg}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                source = s.source();
+            }
+            error!(log, "ward-vmm failed"; "error" => &msg);
+            eprintln!("ward-vmm: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

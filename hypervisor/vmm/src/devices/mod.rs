@@ -1,3 +1,4 @@
 //! Devices the guest sees.
 
+pub mod legacy;
 pub mod virtio;

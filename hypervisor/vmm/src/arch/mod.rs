@@ -1,0 +1,3 @@
+//! Architecture-specific pieces: only x86_64 is supported.
+
+pub mod x86_64;

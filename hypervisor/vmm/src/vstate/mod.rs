@@ -1,0 +1,5 @@
+//! KVM state: guest memory, the VM, its vCPUs.
+
+pub mod memory;
+pub mod vcpu;
+pub mod vm;
