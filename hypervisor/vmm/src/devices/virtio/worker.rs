@@ -31,6 +31,12 @@ pub struct Poller {
 }
 
 impl Poller {
+    pub fn new() -> io::Result<Self> {
+        Ok(Self {
+            epoll: Epoll::new()?,
+        })
+    }
+
     pub fn add(&self, fd: &impl AsRawFd, token: u64, events: EventSet) -> io::Result<()> {
         self.epoll.ctl(
             ControlOperation::Add,
@@ -39,7 +45,6 @@ impl Poller {
         )
     }
 
-    #[allow(dead_code)] // used by the vsock backend
     pub fn remove(&self, fd: &impl AsRawFd) -> io::Result<()> {
         self.epoll.ctl(
             ControlOperation::Delete,
@@ -81,9 +86,7 @@ pub struct Worker {
 impl Worker {
     pub fn spawn<H: EventHandler>(name: &str, mut handler: H) -> Result<Self, ActivateError> {
         let kill = EventFd::new(libc::EFD_NONBLOCK).map_err(ActivateError::Epoll)?;
-        let poller = Poller {
-            epoll: Epoll::new().map_err(ActivateError::Epoll)?,
-        };
+        let poller = Poller::new().map_err(ActivateError::Epoll)?;
         poller
             .add(&kill, KILL_TOKEN, EventSet::IN)
             .map_err(ActivateError::Epoll)?;
@@ -122,23 +125,36 @@ impl Drop for Worker {
 }
 
 fn run<H: EventHandler>(poller: Poller, mut handler: H) -> Result<(), WorkerError> {
-    let mut events = vec![EpollEvent::default(); EVENTS_PER_WAIT];
     loop {
-        let n = match poller.epoll.wait(handler.timeout_ms(), &mut events) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(WorkerError::Wait(e)),
-        };
-        for ev in &events[..n] {
-            if ev.data() == KILL_TOKEN {
-                return Ok(());
-            }
-            handler
-                .handle_event(&poller, ev.data(), ev.event_set())
-                .map_err(|e| WorkerError::Device(Box::new(e)))?;
+        let timeout = handler.timeout_ms();
+        if !step(&poller, &mut handler, timeout)? {
+            return Ok(());
+        }
+    }
+}
+
+/// Waits once and dispatches what is ready; false when the kill EventFd fired.
+pub fn step<H: EventHandler>(
+    poller: &Poller,
+    handler: &mut H,
+    timeout_ms: i32,
+) -> Result<bool, WorkerError> {
+    let mut events = [EpollEvent::default(); EVENTS_PER_WAIT];
+    let n = match poller.epoll.wait(timeout_ms, &mut events) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+        Err(e) => return Err(WorkerError::Wait(e)),
+    };
+    for ev in &events[..n] {
+        if ev.data() == KILL_TOKEN {
+            return Ok(false);
         }
         handler
-            .after_events(&poller)
+            .handle_event(poller, ev.data(), ev.event_set())
             .map_err(|e| WorkerError::Device(Box::new(e)))?;
     }
+    handler
+        .after_events(poller)
+        .map_err(|e| WorkerError::Device(Box::new(e)))?;
+    Ok(true)
 }
