@@ -12,13 +12,16 @@ use ward_agent_protocol::agent::Storage;
 use ward_hypervisor::{ProcessRecord, SharedDir};
 
 use super::bundle::{Bundle, BundleError};
+use super::guest_spec;
 use super::state::{ContainerState, Status};
 use super::store::{ContainerLock, Store, StoreError};
 use crate::config::Config;
-use crate::sandbox::{Agent, AgentError, Sandbox, SandboxError};
+use crate::sandbox::{shares, Agent, AgentError, Sandbox, SandboxError};
 
 /// The 9p tag of the container's root filesystem (9p tags are at most 31 bytes).
 const ROOTFS_TAG: &str = "ward-rootfs";
+/// The 9p tag of the directory holding the container's host bind sources.
+const SHARED_TAG: &str = "ward-shared";
 /// How long a VM gets to quit on its own when it is being torn down.
 const VM_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -57,6 +60,18 @@ pub enum LifecycleError {
     },
     #[error("container \"{id}\": the relay process failed: {message}")]
     Relay { id: String, message: String },
+    #[error("container \"{id}\": {source}")]
+    GuestSpec {
+        id: String,
+        #[source]
+        source: super::guest_spec::GuestSpecError,
+    },
+    #[error("container \"{id}\": {source}")]
+    Share {
+        id: String,
+        #[source]
+        source: crate::sandbox::shares::ShareError,
+    },
 }
 
 /// What every command needs: where state lives, the configuration, the logger.
@@ -139,11 +154,37 @@ fn boot(
 ) -> Result<(Sandbox, Agent), LifecycleError> {
     let id = state.id.clone();
     let started = std::time::Instant::now();
-    let shared = vec![SharedDir {
-        tag: ROOTFS_TAG.to_string(),
-        host_path: bundle.rootfs.clone(),
-        read_only: false,
-    }];
+    let rootfs_guest = format!("/run/ward/containers/{id}/rootfs");
+    let shared_guest = PathBuf::from(format!("/run/ward/containers/{id}/shared"));
+    let guest = guest_spec::translate(&bundle.spec, &shared_guest, |path| {
+        std::fs::metadata(path).ok().map(|m| m.is_dir())
+    })
+    .map_err(|source| LifecycleError::GuestSpec {
+        id: id.clone(),
+        source,
+    })?;
+    let adjusted = &guest.adjustments;
+    if !adjusted.unjoined_namespaces.is_empty() {
+        info!(ctx.log, "host namespaces are not joined: the container gets its own in the guest";
+              "container" => &id, "namespaces" => adjusted.unjoined_namespaces.join(","));
+    }
+    let shared_host = ctx.store.shared_dir(&id);
+    shares::share(&shared_host, &guest.binds).map_err(|source| LifecycleError::Share {
+        id: id.clone(),
+        source,
+    })?;
+    let shared = vec![
+        SharedDir {
+            tag: ROOTFS_TAG.to_string(),
+            host_path: bundle.rootfs.clone(),
+            read_only: false,
+        },
+        SharedDir {
+            tag: SHARED_TAG.to_string(),
+            host_path: shared_host,
+            read_only: false,
+        },
+    ];
     let sandbox = Sandbox::launch(&ctx.config, &id, &ctx.store.vm_dir(&id), shared, &ctx.log)
         .map_err(sandbox_err(&id))?;
     // Record the VM before anything else can fail, so a crash from here on leaves
@@ -157,25 +198,28 @@ fn boot(
         .map_err(sandbox_err(&id))?;
     info!(ctx.log, "agent ready"; "container" => &id, "boot_ms" => started.elapsed().as_millis() as u64);
 
-    let rootfs_guest = format!("/run/ward/containers/{id}/rootfs");
-    let storage = Storage {
-        source: ROOTFS_TAG.to_string(),
+    let nine_p = |tag: &str, mount_point: String| Storage {
+        source: tag.to_string(),
         fstype: "9p".to_string(),
         options: vec![
             "trans=virtio".to_string(),
             "version=9p2000.L".to_string(),
             "msize=262144".to_string(),
         ],
-        mount_point: rootfs_guest.clone(),
+        mount_point,
         ..Default::default()
     };
-    let spec_json = serde_json::to_vec(&bundle.spec).map_err(|e| LifecycleError::Io {
+    let storages = vec![
+        nine_p(ROOTFS_TAG, rootfs_guest.clone()),
+        nine_p(SHARED_TAG, shared_guest.display().to_string()),
+    ];
+    let spec_json = serde_json::to_vec(&guest.spec).map_err(|e| LifecycleError::Io {
         id: id.clone(),
         what: "serializing the OCI spec".into(),
         source: e.into(),
     })?;
     agent
-        .create_container(&id, spec_json, vec![storage], &rootfs_guest)
+        .create_container(&id, spec_json, storages, &rootfs_guest)
         .map_err(agent_err(&id))?;
     Ok((sandbox, agent))
 }
@@ -199,6 +243,10 @@ pub fn teardown(ctx: &Context, state: &ContainerState) {
         if process.pid != me {
             process.terminate(Duration::from_secs(1));
         }
+    }
+    // With the file server gone, the host binds it served can go.
+    if let Err(e) = shares::release(&ctx.store.shared_dir(&state.id)) {
+        warn!(ctx.log, "releasing the shared host paths"; "container" => &state.id, "error" => e.to_string());
     }
 }
 
