@@ -9,6 +9,7 @@ pub fn execute(ctx: &Context, args: &liboci_cli::Create) -> Result<i32, CliError
         &args.bundle,
         &args.container_id,
         args.pid_file.as_deref(),
+        args.console_socket.as_deref(),
     )?;
     Ok(0)
 }

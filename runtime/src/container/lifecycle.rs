@@ -60,6 +60,14 @@ pub enum LifecycleError {
     },
     #[error("container \"{id}\": the relay process failed: {message}")]
     Relay { id: String, message: String },
+    #[error("container \"{id}\": {message}")]
+    Console { id: String, message: &'static str },
+    #[error("container \"{id}\": {source}")]
+    Terminal {
+        id: String,
+        #[source]
+        source: crate::relay::terminal::TerminalError,
+    },
     #[error("container \"{id}\": {source}")]
     GuestSpec {
         id: String,
@@ -103,14 +111,56 @@ pub struct Prepared {
     pub state: ContainerState,
     pub sandbox: Sandbox,
     pub agent: Agent,
+    /// The init process has a terminal (`process.terminal`).
+    pub terminal: bool,
+}
+
+/// How a command attaches a process's stdio: whether it returns before the process ends
+/// (`create`, `run -d`, `exec -d`) and where a terminal's master goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Console<'a> {
+    pub detach: bool,
+    pub socket: Option<&'a Path>,
+}
+
+impl Console<'_> {
+    /// runc's rules: a detached process's terminal needs somewhere to go, and a console
+    /// socket is only for a detached process with a terminal.
+    pub fn check(&self, id: &str, terminal: bool) -> Result<(), LifecycleError> {
+        let message = match (self.detach, terminal, self.socket.is_some()) {
+            (true, true, false) => {
+                "cannot allocate tty if ward will detach without setting console socket"
+            }
+            (false, _, true) | (_, false, true) => {
+                "cannot use console socket if ward will not detach or allocate tty"
+            }
+            _ => return Ok(()),
+        };
+        Err(LifecycleError::Console {
+            id: id.to_string(),
+            message,
+        })
+    }
 }
 
 /// Claims the ID, boots the VM, and has the agent create the container. On any failure
 /// nothing is left behind: no VM, no helper, no state directory.
-pub fn prepare(ctx: &Context, bundle_path: &Path, id: &str) -> Result<Prepared, LifecycleError> {
+pub fn prepare(
+    ctx: &Context,
+    bundle_path: &Path,
+    id: &str,
+    console: Console<'_>,
+) -> Result<Prepared, LifecycleError> {
     // Validate everything we can before touching the disk or starting anything.
     ward_agent_protocol::ids::validate_id(id).map_err(StoreError::from)?;
     let bundle = Bundle::load(bundle_path)?;
+    let terminal = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    console.check(id, terminal)?;
     let lock = ctx.store.claim(id)?;
     let mut state = ContainerState {
         id: id.to_string(),
@@ -135,6 +185,7 @@ pub fn prepare(ctx: &Context, bundle_path: &Path, id: &str) -> Result<Prepared, 
             state,
             sandbox,
             agent,
+            terminal,
         }),
         Err(e) => {
             teardown(ctx, &state);
@@ -252,10 +303,13 @@ pub fn teardown(ctx: &Context, state: &ContainerState) {
 
 /// Starts the relay for a created container's init process, or for one of its exec
 /// processes, and waits until its streams are attached.
+/// With a console socket, the process has a terminal: its master goes to the socket and
+/// the relay gets the slave as its stdio.
 pub fn spawn_relay(
     ctx: &Context,
     id: &str,
     exec_id: Option<&str>,
+    console_socket: Option<&Path>,
 ) -> Result<ProcessRecord, LifecycleError> {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
@@ -274,6 +328,25 @@ pub fn spawn_relay(
     command.args(&ctx.relay_flags).arg("relay");
     if let Some(exec_id) = exec_id {
         command.arg("--exec-id").arg(exec_id);
+    }
+    if let Some(socket) = console_socket {
+        let slave = crate::relay::terminal::send_console(socket).map_err(|source| {
+            LifecycleError::Terminal {
+                id: id.to_string(),
+                source,
+            }
+        })?;
+        let stdio = |what| {
+            slave
+                .try_clone()
+                .map(std::process::Stdio::from)
+                .map_err(|e| io_err(what, e))
+        };
+        command
+            .arg("--tty")
+            .stdin(stdio("duplicating the terminal for the relay")?)
+            .stdout(stdio("duplicating the terminal for the relay")?)
+            .stderr(stdio("duplicating the terminal for the relay")?);
     }
     command.arg(id).env(
         crate::cli::relay::READY_FD_ENV,
@@ -350,16 +423,22 @@ pub fn create(
     bundle: &Path,
     id: &str,
     pid_file: Option<&Path>,
+    console_socket: Option<&Path>,
 ) -> Result<(), LifecycleError> {
+    let console = Console {
+        detach: true,
+        socket: console_socket,
+    };
     let Prepared {
         lock,
         mut state,
         sandbox,
         agent,
-    } = prepare(ctx, bundle, id)?;
+        ..
+    } = prepare(ctx, bundle, id, console)?;
     drop(agent);
     let finish = (|| {
-        let relay = spawn_relay(ctx, id, None)?;
+        let relay = spawn_relay(ctx, id, None, console_socket)?;
         state.relay = Some(relay.clone());
         state.status = Status::Created;
         ctx.store.save(&lock, &state)?;
