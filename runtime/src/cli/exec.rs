@@ -87,6 +87,7 @@ fn read_process(path: &Path) -> Result<Process, CliError> {
 }
 
 pub fn execute(ctx: &Context, args: &liboci_cli::Exec) -> Result<i32, CliError> {
+    crate::cli::refuse_preserved_fds(args.preserve_fds)?;
     let id = args.container_id.as_str();
     let process = process(ctx, args)?;
     let terminal = process.terminal().unwrap_or(false);

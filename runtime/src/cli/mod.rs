@@ -124,6 +124,17 @@ pub fn block_signals() -> Result<(), CliError> {
     })
 }
 
+/// `--preserve-fds N`: descriptors cannot cross into a VM, so a request for any is
+/// refused rather than silently dropped.
+pub fn refuse_preserved_fds(count: i32) -> Result<(), CliError> {
+    if count > 0 {
+        return Err(CliError::Usage(format!(
+            "--preserve-fds {count}: ward cannot pass host file descriptors into the container's VM"
+        )));
+    }
+    Ok(())
+}
+
 /// Builds the shared context from the global flags.
 pub fn context(
     global: &liboci_cli::GlobalOpts,

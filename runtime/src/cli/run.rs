@@ -12,6 +12,7 @@ use crate::container::{Context, LifecycleError, Status};
 use crate::relay::{self, Streams};
 
 pub fn execute(ctx: &Context, args: &liboci_cli::Run) -> Result<i32, CliError> {
+    crate::cli::refuse_preserved_fds(args.preserve_fds)?;
     let id = args.container_id.as_str();
     if args.detach {
         lifecycle::create(

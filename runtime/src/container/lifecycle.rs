@@ -173,6 +173,7 @@ pub fn prepare(
         relay: None,
         exec_relays: Vec::new(),
         exit_status: None,
+        creator: ProcessRecord::of("ward", std::process::id() as i32),
     };
     let result = ctx
         .store
@@ -596,7 +597,8 @@ pub fn delete(ctx: &Context, id: &str, force: bool) -> Result<(), LifecycleError
         Err(e) => return Err(e.into()),
     };
     let status = state.current_status();
-    if matches!(status, Status::Running | Status::Paused) && !force {
+    // A create in progress is not stopped either: deleting it needs --force.
+    if matches!(status, Status::Running | Status::Paused | Status::Creating) && !force {
         return Err(LifecycleError::NotStopped {
             id: id.to_string(),
             status,

@@ -237,6 +237,7 @@ mod tests {
             relay: None,
             exec_relays: Vec::new(),
             exit_status: None,
+            creator: None,
         }
     }
 
