@@ -22,6 +22,7 @@ mod reaper;
 mod server;
 mod stream;
 mod sysinfo;
+mod terminal;
 
 use std::fs::OpenOptions;
 use std::io::Write;

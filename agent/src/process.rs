@@ -25,6 +25,15 @@ pub enum ProcessError {
     AlreadyAttached { what: String, stream: &'static str },
     #[error("creating the stdio pipes: {0}")]
     Pipe(nix::Error),
+    #[error("{what} has no terminal")]
+    NoTerminal { what: String },
+    #[error("{what} has a terminal: its output is all on stdout")]
+    NoStderr { what: String },
+    #[error("{what}: {source}")]
+    Terminal {
+        what: String,
+        source: crate::terminal::TerminalError,
+    },
 }
 
 /// The agent's ends of a process's stdio pipes; each is taken once, by the stream that
@@ -34,14 +43,35 @@ pub struct StdioEnds {
     stdin: Mutex<Option<File>>,
     stdout: Mutex<Option<File>>,
     stderr: Mutex<Option<File>>,
+    /// The terminal master, for window sizes; `None` for a process with pipes.
+    terminal: Option<File>,
 }
 
-/// The child's ends, moved onto fds 0, 1 and 2 in the child.
+impl StdioEnds {
+    /// A terminal's master: stdin writes to it, stdout reads from it, there is no stderr.
+    pub fn terminal(master: OwnedFd) -> std::io::Result<StdioEnds> {
+        let master = File::from(master);
+        Ok(StdioEnds {
+            stdin: Mutex::new(Some(master.try_clone()?)),
+            stdout: Mutex::new(Some(master.try_clone()?)),
+            stderr: Mutex::new(None),
+            terminal: Some(master),
+        })
+    }
+}
+
+/// What the child puts on fds 0, 1 and 2.
 #[derive(Debug)]
-pub struct ChildStdio {
-    pub stdin: OwnedFd,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+pub enum ChildStdio {
+    /// Pipe ends, installed first thing in the child.
+    Pipes {
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// A terminal slave of the container's devpts, opened by the child in its final root:
+    /// its number is known at fork (exec) or arrives with START (init).
+    Terminal { number: Option<u32> },
 }
 
 /// Creates the three pipes, close-on-exec on both ends so that no other child the agent
@@ -57,8 +87,9 @@ pub fn stdio_pipes() -> Result<(StdioEnds, ChildStdio), ProcessError> {
             stdin: Mutex::new(Some(File::from(stdin_w))),
             stdout: Mutex::new(Some(File::from(stdout_r))),
             stderr: Mutex::new(Some(File::from(stderr_r))),
+            terminal: None,
         },
-        ChildStdio {
+        ChildStdio::Pipes {
             stdin: stdin_r,
             stdout: stdout_w,
             stderr: stderr_w,
@@ -98,6 +129,23 @@ impl Process {
         }
     }
 
+    /// Sets the window size of the process's terminal.
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<(), ProcessError> {
+        let master = self
+            .stdio
+            .terminal
+            .as_ref()
+            .ok_or_else(|| ProcessError::NoTerminal {
+                what: self.what.clone(),
+            })?;
+        crate::terminal::set_window_size(master.as_raw_fd(), rows, cols).map_err(|source| {
+            ProcessError::Terminal {
+                what: self.what.clone(),
+                source,
+            }
+        })
+    }
+
     /// Records that a SIGKILL about to be sent stands for `signal`.
     pub fn set_terminated_by(&self, signal: i32) {
         *self.terminated_by.lock().unwrap_or_else(|e| e.into_inner()) = Some(signal);
@@ -128,6 +176,11 @@ impl Process {
             StreamKind::Stdout => &self.stdio.stdout,
             StreamKind::Stderr => &self.stdio.stderr,
         };
+        if self.stdio.terminal.is_some() && kind == StreamKind::Stderr {
+            return Err(ProcessError::NoStderr {
+                what: self.what.clone(),
+            });
+        }
         slot.lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
@@ -261,7 +314,14 @@ mod tests {
             Err(ProcessError::AlreadyAttached { .. })
         ));
         // The pipes connect: what the child writes, the agent's end reads.
-        let mut child_out = File::from(child.stdout);
+        let ChildStdio::Pipes {
+            stdout: child_stdout,
+            ..
+        } = child
+        else {
+            panic!("stdio_pipes gives pipes");
+        };
+        let mut child_out = File::from(child_stdout);
         child_out.write_all(b"hi").unwrap();
         drop(child_out);
         let mut got = String::new();
@@ -269,6 +329,30 @@ mod tests {
         assert_eq!(got, "hi");
         // Signal 0 to a live process (ourselves) succeeds.
         process.signal(0).unwrap();
+        assert!(matches!(
+            process.resize(24, 80),
+            Err(ProcessError::NoTerminal { .. })
+        ));
+    }
+
+    #[test]
+    fn a_terminal_process_has_one_output_stream_and_resizes() {
+        let master = crate::terminal::open_master(std::path::Path::new("/")).unwrap();
+        let ends = StdioEnds::terminal(master.fd).unwrap();
+        let exit = Arc::new(ExitCell::default());
+        let process = Process::new(
+            "terminal test".into(),
+            std::process::id() as i32,
+            exit,
+            ends,
+        );
+        assert!(matches!(
+            process.take_stream(StreamKind::Stderr),
+            Err(ProcessError::NoStderr { .. })
+        ));
+        process.take_stream(StreamKind::Stdin).unwrap();
+        process.take_stream(StreamKind::Stdout).unwrap();
+        process.resize(40, 120).unwrap();
     }
 
     #[test]

@@ -14,9 +14,9 @@ use ttrpc::TtrpcContext;
 use ward_agent_protocol::agent::{
     CheckRequest, CheckResponse, CreateContainerRequest, Empty, ExecProcessRequest, GuestDetails,
     GuestDetailsRequest, ListProcessesRequest, ListProcessesResponse, PauseContainerRequest,
-    ProcessInfo, RemoveContainerRequest, ResumeContainerRequest, SignalProcessRequest,
-    StartContainerRequest, StatsContainerRequest, StatsContainerResponse, UpdateContainerRequest,
-    WaitProcessRequest, WaitProcessResponse,
+    ProcessInfo, RemoveContainerRequest, ResizeTerminalRequest, ResumeContainerRequest,
+    SignalProcessRequest, StartContainerRequest, StatsContainerRequest, StatsContainerResponse,
+    UpdateContainerRequest, WaitProcessRequest, WaitProcessResponse,
 };
 use ward_agent_protocol::agent_ttrpc::{create_agent, Agent};
 use ward_agent_protocol::{AGENT_VERSION, AGENT_VSOCK_PORT, PROTOCOL_VERSION};
@@ -150,6 +150,21 @@ impl Agent for Service {
             .containers
             .signal(&req.container_id, &req.exec_id, req.signal, req.all);
         self.finish("SignalProcess", &req.container_id, started, result)
+            .map(|()| Empty::new())
+    }
+
+    fn resize_terminal(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ResizeTerminalRequest,
+    ) -> ttrpc::Result<Empty> {
+        let started = Instant::now();
+        slog::debug!(self.log, "rpc"; "rpc" => "ResizeTerminal", "container" => &req.container_id,
+              "exec" => &req.exec_id, "rows" => req.rows, "cols" => req.cols);
+        let result = self
+            .containers
+            .resize(&req.container_id, &req.exec_id, req.rows, req.cols);
+        self.finish("ResizeTerminal", &req.container_id, started, result)
             .map(|()| Empty::new())
     }
 

@@ -93,6 +93,8 @@ fn copy<R: Read, W: Write>(from: &mut R, to: &mut W) -> io::Result<u64> {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(total),
+            // A terminal master reads EIO once every slave descriptor is closed: its EOF.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => return Ok(total),
             Err(e) => return Err(e),
         };
         match to.write_all(&buf[..n]) {

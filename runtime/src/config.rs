@@ -13,7 +13,7 @@ pub const CONFIG_ENV: &str = "WARD_CONFIG";
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("configuration file {path} (named by {CONFIG_ENV}) does not exist")]
+    #[error("configuration file {path} does not exist")]
     Missing { path: PathBuf },
     #[error("cannot read configuration file {path}: {source}")]
     Read {
@@ -77,8 +77,17 @@ pub struct LogConfig {
 }
 
 impl Config {
-    /// Loads the configuration the environment points at.
-    pub fn load() -> Result<Config, ConfigError> {
+    /// Loads the configuration named by `--config`, else the one the environment points
+    /// at, else the default file (or built-in defaults when it does not exist).
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        if let Some(path) = explicit {
+            if !path.exists() {
+                return Err(ConfigError::Missing {
+                    path: path.to_path_buf(),
+                });
+            }
+            return Self::from_file(path);
+        }
         match std::env::var_os(CONFIG_ENV) {
             Some(path) if !path.is_empty() => {
                 let path = PathBuf::from(path);
@@ -198,7 +207,7 @@ mod tests {
         let path = dir.path().join("absent.toml");
         // Only this test touches WARD_CONFIG.
         std::env::set_var(CONFIG_ENV, &path);
-        let result = Config::load();
+        let result = Config::load(None);
         std::env::remove_var(CONFIG_ENV);
         assert!(matches!(result, Err(ConfigError::Missing { .. })));
     }

@@ -12,7 +12,7 @@ use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
-    let ctx = match cli::context(&cli.global) {
+    let ctx = match cli::context(&cli.global, cli.config.as_deref()) {
         Ok(ctx) => ctx,
         Err(e) => {
             eprintln!("ward: {e}");

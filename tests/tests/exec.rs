@@ -93,11 +93,25 @@ fn exec_runs_in_the_guest_with_stdio_env_and_exit_codes() {
         "an exec's exit is not the container's"
     );
 
-    // Errors: a missing command, a terminal, an unknown container.
+    // A terminal in the foreground: the guest process has a tty of the container's own
+    // devpts, and the terminal's output processing turns \n into \r\n.
+    let out = ward.run(&["exec", "--tty", "box", "sh", "-c", "tty; echo done"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.starts_with("/dev/pts/") && shown.contains("\r\ndone\r\n"),
+        "{shown:?}"
+    );
+
+    // Errors: a missing command, a terminal with nowhere to go, an unknown container.
     assert_fails_with(&ward.run(&["exec", "box"]), "needs a command");
     assert_fails_with(
-        &ward.run(&["exec", "--tty", "box", "sh"]),
-        "terminals are not supported",
+        &ward.run(&["exec", "--detach", "--tty", "box", "sh"]),
+        "cannot allocate tty if ward will detach without setting console socket",
+    );
+    assert_fails_with(
+        &ward.run(&["exec", "--console-socket", "/tmp/nope.sock", "box", "true"]),
+        "cannot use console socket if ward will not detach or allocate tty",
     );
     assert_fails_with(
         &ward.run(&["exec", "nope", "true"]),

@@ -37,7 +37,7 @@ use ward_agent_protocol::ids::{validate_id, IdError};
 use ward_agent_protocol::stream::StreamHeader;
 
 use crate::error::Coded;
-use crate::process::{self, Process, ProcessError};
+use crate::process::{self, ChildStdio, Process, ProcessError, StdioEnds};
 use crate::reaper::{ExitStatus, Reaper};
 use crate::stream::StreamSource;
 use cgroup::{Cgroup, CgroupError};
@@ -132,10 +132,13 @@ impl Coded for ContainerError {
             E::Exists { .. } | E::ExecExists { .. } | E::PathInUse { .. } => Code::ALREADY_EXISTS,
             E::State { .. } => Code::FAILED_PRECONDITION,
             E::Process { source, .. } => match source {
-                ProcessError::Exited { .. } | ProcessError::AlreadyAttached { .. } => {
-                    Code::FAILED_PRECONDITION
-                }
-                ProcessError::Signal { .. } | ProcessError::Pipe(_) => Code::INTERNAL,
+                ProcessError::Exited { .. }
+                | ProcessError::AlreadyAttached { .. }
+                | ProcessError::NoTerminal { .. }
+                | ProcessError::NoStderr { .. } => Code::FAILED_PRECONDITION,
+                ProcessError::Signal { .. }
+                | ProcessError::Pipe(_)
+                | ProcessError::Terminal { .. } => Code::INTERNAL,
             },
             E::Io { .. } | E::Stuck { .. } => Code::INTERNAL,
         }
@@ -179,6 +182,8 @@ pub struct Container {
     init: Arc<Process>,
     /// The init is PID 1 of its own PID namespace (see `signal_init`).
     own_pid_ns: bool,
+    /// The number of the init's terminal slave, sent with START.
+    init_terminal: Option<u32>,
     phase: Mutex<Phase>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
     /// Exec IDs being started, so that two ExecProcess calls cannot take the same one.
@@ -365,11 +370,17 @@ impl Containers {
             })?;
             join.push((*typ, fd));
         }
-        let (ends, child_stdio) =
-            process::stdio_pipes().map_err(|source| ContainerError::Process {
-                id: id.into(),
-                source,
-            })?;
+        let process_err = |source| ContainerError::Process {
+            id: id.into(),
+            source,
+        };
+        // A terminal is opened once the rootfs (and its devpts) exists, after the fork.
+        let (pipe_ends, child_stdio) = if plan.process.terminal {
+            (None, ChildStdio::Terminal { number: None })
+        } else {
+            let (ends, child) = process::stdio_pipes().map_err(process_err)?;
+            (Some(ends), child)
+        };
         let own_pid_ns = plan.namespaces.new_pid();
         let setup = InitSetup {
             namespaces: plan.namespaces.clone(),
@@ -395,6 +406,17 @@ impl Containers {
             source,
         })?;
 
+        let (ends, init_terminal) = match pipe_ends {
+            Some(ends) => (ends, None),
+            None => {
+                let master = self.open_terminal(id, spawned.pid).inspect_err(|_| {
+                    // SAFETY: kill has no memory arguments; the init waits for START and
+                    // has not been reaped (its exit cell is empty until the reaper runs).
+                    unsafe { libc::kill(spawned.pid, libc::SIGKILL) };
+                })?;
+                (master.0, Some(master.1))
+            }
+        };
         let init = Arc::new(Process::new(
             format!("the init process of container {id}"),
             spawned.pid,
@@ -408,6 +430,7 @@ impl Containers {
             claims,
             init,
             own_pid_ns,
+            init_terminal,
             phase: Mutex::new(Phase::Created(spawned)),
             execs: Mutex::new(HashMap::new()),
             pending_execs: Mutex::new(HashSet::new()),
@@ -448,7 +471,7 @@ impl Containers {
                 why: format!("cannot start: its init process has exited ({status})"),
             });
         }
-        match spawn::start(&mut spawned, deadline) {
+        match spawn::start(&mut spawned, c.init_terminal, deadline) {
             Ok(()) => {
                 *phase = Phase::Started;
                 info!(self.log, "container started"; "container" => id, "pid" => c.init.pid);
@@ -550,11 +573,20 @@ impl Containers {
                 id: id.into(),
                 source,
             })?;
-        let (ends, child_stdio) =
+        let (ends, child_stdio) = if setup.terminal {
+            let (ends, number) = self.open_terminal(id, c.init.pid)?;
+            (
+                ends,
+                ChildStdio::Terminal {
+                    number: Some(number),
+                },
+            )
+        } else {
             process::stdio_pipes().map_err(|source| ContainerError::Process {
                 id: id.into(),
                 source,
-            })?;
+            })?
+        };
         let exec = ExecSetup {
             join,
             root: OwnedFd::from(root),
@@ -580,6 +612,47 @@ impl Containers {
             spawned.exit,
             ends,
         )))
+    }
+
+    /// A new terminal in the devpts of the container that process `pid` is in, as the
+    /// agent's stdio ends of a process and the slave's number.
+    fn open_terminal(&self, id: &str, pid: i32) -> Result<(StdioEnds, u32), ContainerError> {
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        let master =
+            crate::terminal::open_master(&root).map_err(|source| ContainerError::Process {
+                id: id.into(),
+                source: ProcessError::Terminal {
+                    what: "the container's terminal".into(),
+                    source,
+                },
+            })?;
+        let number = master.number;
+        let ends = StdioEnds::terminal(master.fd).map_err(|source| ContainerError::Io {
+            id: id.into(),
+            what: "duplicating the terminal master".into(),
+            source,
+        })?;
+        Ok((ends, number))
+    }
+
+    /// ResizeTerminal.
+    pub fn resize(
+        &self,
+        id: &str,
+        exec_id: &str,
+        rows: u32,
+        cols: u32,
+    ) -> Result<(), ContainerError> {
+        let c = self.get(id)?;
+        let process = self.process(&c, exec_id)?;
+        // Larger values are a caller's mistake; the kernel's field is 16 bits.
+        let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+        process
+            .resize(clamp(rows), clamp(cols))
+            .map_err(|source| ContainerError::Process {
+                id: id.into(),
+                source,
+            })
     }
 
     fn process(&self, c: &Container, exec_id: &str) -> Result<Arc<Process>, ContainerError> {

@@ -34,10 +34,6 @@ pub enum PlanError {
     NoProcess,
     #[error("config.json has no linux section")]
     NoLinux,
-    #[error(
-        "process.terminal is true, but ward has no pseudo-terminal support yet: run without -t"
-    )]
-    Terminal,
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
     #[error(transparent)]
@@ -187,9 +183,6 @@ pub fn init_plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<InitPlan, PlanE
 /// The final steps of a process; `root` is where the agent reads the container's
 /// /etc/passwd (for HOME).
 pub fn process_setup(process: &Process, root: &Path) -> Result<ProcessSetup, PlanError> {
-    if process.terminal().unwrap_or(false) {
-        return Err(PlanError::Terminal);
-    }
     let user = user::plan(process.user())?;
     let env = process.env().clone().unwrap_or_default();
     let env = command::with_home(env, &user::home_for(root, user.uid));
@@ -206,6 +199,7 @@ pub fn process_setup(process: &Process, root: &Path) -> Result<ProcessSetup, Pla
         rlimits: rlimits::plan(process.rlimits().as_deref().unwrap_or(&[]))?,
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
         oom_score_adj: process.oom_score_adj(),
+        terminal: process.terminal().unwrap_or(false),
     })
 }
 
@@ -308,14 +302,6 @@ mod tests {
             err.to_string().starts_with("config.json does not parse"),
             "{err}"
         );
-        let mut spec: serde_json::Value =
-            serde_json::from_slice(&default_spec_with(&["true"])).unwrap();
-        spec["process"]["terminal"] = serde_json::Value::Bool(true);
-        let spec: Spec = serde_json::from_value(spec).unwrap();
-        assert!(matches!(
-            init_plan("c", &spec, Path::new("/r")),
-            Err(PlanError::Terminal)
-        ));
         let mut spec = parse_spec(&default_spec_with(&["true"])).unwrap();
         spec.set_process(None);
         assert!(matches!(

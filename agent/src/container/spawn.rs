@@ -92,6 +92,8 @@ pub struct ProcessSetup {
     pub rlimits: Vec<Rlimit>,
     pub no_new_privileges: bool,
     pub oom_score_adj: Option<i32>,
+    /// `process.terminal`: stdio is a terminal of the container's devpts.
+    pub terminal: bool,
 }
 
 /// A container's init: new namespaces and a rootfs.
@@ -228,10 +230,15 @@ pub fn spawn(
 }
 
 /// Releases a created init and waits for its exec: Ok once the report pipe closes (exec
-/// succeeded), the child's error otherwise.
-pub fn start(spawned: &mut Spawned, deadline: Instant) -> Result<(), SpawnError> {
+/// succeeded), the child's error otherwise. `terminal` is the number of the init's
+/// terminal slave, when it has one.
+pub fn start(
+    spawned: &mut Spawned,
+    terminal: Option<u32>,
+    deadline: Instant,
+) -> Result<(), SpawnError> {
     use std::io::Write;
-    if let Err(e) = spawned.control.write_all(&[START]) {
+    if let Err(e) = spawned.control.write_all(&sync::start_message(terminal)) {
         // EPIPE: the init is gone; its report (if any) says why.
         if let Ok(Some(Report::Error(message))) = sync::read_report(&mut spawned.report, deadline) {
             return Err(SpawnError::Exec(message));
@@ -305,11 +312,16 @@ fn intermediate(
         let mut keep = vec![
             report.as_raw_fd(),
             control.as_raw_fd(),
-            fds.stdio.stdin.as_raw_fd(),
-            fds.stdio.stdout.as_raw_fd(),
-            fds.stdio.stderr.as_raw_fd(),
             fds.cgroup_procs.as_raw_fd(),
         ];
+        if let ChildStdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } = &fds.stdio
+        {
+            keep.extend([stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()]);
+        }
         let joins = match kind {
             Kind::Init(init) => &init.join,
             Kind::Exec(exec) => {
@@ -373,7 +385,14 @@ fn container_process(
     control: &OwnedFd,
 ) -> i32 {
     run_child(report, || {
-        install_stdio(&fds.stdio)?;
+        if let ChildStdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } = &fds.stdio
+        {
+            install_stdio([stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()])?;
+        }
         // Its own session: signals for the agent's process group or terminal never reach
         // it. Fails only if it already leads one, which is fine.
         let _ = nix::unistd::setsid();
@@ -397,11 +416,22 @@ fn container_process(
                     // SAFETY: see `spawn`.
                     unsafe { libc::_exit(0) }
                 }
+                if let ChildStdio::Terminal { .. } = fds.stdio {
+                    let number = sync::read_terminal_number(control)
+                        .ok_or("the agent sent START without the terminal's number")?;
+                    crate::terminal::attach_slave(number)?;
+                }
             }
             Kind::Exec(exec) => {
                 nix::unistd::fchdir(exec.root.as_raw_fd())
                     .map_err(|e| err("entering the container's root", e))?;
                 nix::unistd::chroot(".").map_err(|e| err("chroot into the container", e))?;
+                if let ChildStdio::Terminal {
+                    number: Some(number),
+                } = fds.stdio
+                {
+                    crate::terminal::attach_slave(number)?;
+                }
             }
         }
         match exec_program(process) {
@@ -502,12 +532,7 @@ fn set_ids(user: &UserPlan) -> Result<(), String> {
 
 /// Moves the pipe ends onto 0, 1, 2 (through fresh high fds, so that no end is overwritten
 /// before it is copied).
-fn install_stdio(stdio: &ChildStdio) -> Result<(), String> {
-    let ends = [
-        stdio.stdin.as_raw_fd(),
-        stdio.stdout.as_raw_fd(),
-        stdio.stderr.as_raw_fd(),
-    ];
+fn install_stdio(ends: [RawFd; 3]) -> Result<(), String> {
     let mut high = [0 as RawFd; 3];
     for (slot, fd) in high.iter_mut().zip(ends) {
         // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor we hold.

@@ -21,6 +21,38 @@ use thiserror::Error;
 pub const MAPS_WRITTEN: u8 = b'M';
 pub const START: u8 = b'S';
 
+/// START, followed for an init with a terminal by its slave's number (u32 LE): one write,
+/// so the child never sees half of it.
+pub fn start_message(terminal: Option<u32>) -> Vec<u8> {
+    let mut message = vec![START];
+    if let Some(number) = terminal {
+        message.extend_from_slice(&number.to_le_bytes());
+    }
+    message
+}
+
+/// In the child, after START: the terminal number that follows it.
+pub fn read_terminal_number(control: &impl AsRawFd) -> Option<u32> {
+    let mut bytes = [0u8; 4];
+    let mut got = 0;
+    while got < bytes.len() {
+        // SAFETY: reads into the live remainder of `bytes`.
+        let n = unsafe {
+            libc::read(
+                control.as_raw_fd(),
+                bytes[got..].as_mut_ptr().cast(),
+                bytes.len() - got,
+            )
+        };
+        match n {
+            n if n > 0 => got += n as usize,
+            n if n < 0 && std::io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            _ => return None,
+        }
+    }
+    Some(u32::from_le_bytes(bytes))
+}
+
 /// Largest report, header included: below PIPE_BUF (4096), so a write is atomic.
 pub const MAX_REPORT: usize = 4000;
 const HEADER: usize = 5;

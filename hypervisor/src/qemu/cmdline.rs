@@ -191,7 +191,7 @@ pub fn qemu_args(inputs: &Inputs) -> Vec<OsString> {
         args.opt(&[
             (&format!("local,id=fs{n},path="), dir.host_path.as_os_str()),
             (
-                &format!(",security_model=passthrough{readonly}"),
+                &format!(",security_model=passthrough,multidevs=remap{readonly}"),
                 OsStr::new(""),
             ),
         ]);

@@ -14,13 +14,12 @@ use crate::relay::{self, Streams};
 /// The process to run: --process FILE as it is, or the container's own process with the
 /// command line and the flags applied (runc's behaviour).
 fn process(ctx: &Context, args: &liboci_cli::Exec) -> Result<Process, CliError> {
-    if args.tty {
-        return Err(CliError::Usage(
-            "exec --tty: terminals are not supported by ward yet".into(),
-        ));
-    }
     if let Some(path) = &args.process {
-        return read_process(path);
+        let mut process = read_process(path)?;
+        if args.tty {
+            process.set_terminal(Some(true));
+        }
+        return Ok(process);
     }
     if args.command.is_empty() {
         return Err(CliError::Usage(
@@ -39,7 +38,7 @@ fn process(ctx: &Context, args: &liboci_cli::Exec) -> Result<Process, CliError> 
     })?;
     let mut process = spec.process().clone().unwrap_or_default();
     process.set_args(Some(args.command.clone()));
-    process.set_terminal(Some(false));
+    process.set_terminal(Some(args.tty));
     if let Some(cwd) = &args.cwd {
         process.set_cwd(cwd.clone());
     }
@@ -78,12 +77,6 @@ fn read_process(path: &Path) -> Result<Process, CliError> {
     })?;
     let process: Process = serde_json::from_slice(&text)
         .map_err(|e| CliError::Usage(format!("malformed process file {}: {e}", path.display())))?;
-    if process.terminal().unwrap_or(false) {
-        return Err(CliError::Usage(format!(
-            "{}: terminal processes are not supported by ward yet",
-            path.display()
-        )));
-    }
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(CliError::Usage(format!(
             "{}: args must not be empty",
@@ -94,8 +87,16 @@ fn read_process(path: &Path) -> Result<Process, CliError> {
 }
 
 pub fn execute(ctx: &Context, args: &liboci_cli::Exec) -> Result<i32, CliError> {
+    crate::cli::refuse_preserved_fds(args.preserve_fds)?;
     let id = args.container_id.as_str();
     let process = process(ctx, args)?;
+    let terminal = process.terminal().unwrap_or(false);
+    let console_socket = args.console_socket.as_deref();
+    lifecycle::Console {
+        detach: args.detach,
+        socket: console_socket,
+    }
+    .check(id, terminal)?;
     let process_json = serde_json::to_vec(&process).map_err(|e| CliError::Io {
         what: "serializing the process".into(),
         source: e.into(),
@@ -108,18 +109,24 @@ pub fn execute(ctx: &Context, args: &liboci_cli::Exec) -> Result<i32, CliError> 
     let pid_file = |pid| lifecycle::write_pid_file(id, args.pid_file.as_deref(), pid);
     if args.detach {
         drop(agent);
-        let relay = lifecycle::spawn_relay(ctx, id, Some(&exec_id))?;
+        let relay = lifecycle::spawn_relay(ctx, id, Some(&exec_id), console_socket)?;
         pid_file(relay.pid)?;
         lifecycle::record_exec_relay(ctx, id, relay)?;
         return Ok(0);
     }
-    let streams = Streams::open(&sandbox, id, &exec_id).map_err(lifecycle::sandbox_err(id))?;
+    let streams =
+        Streams::open(&sandbox, id, &exec_id, terminal).map_err(lifecycle::sandbox_err(id))?;
     pid_file(std::process::id() as i32)?;
-    let status = relay::serve(Arc::new(agent), id, &exec_id, streams, &ctx.log).map_err(|e| {
-        LifecycleError::Relay {
-            id: id.to_string(),
-            message: e.to_string(),
-        }
+    let _raw = relay::terminal::raw_stdin(terminal).map_err(|source| LifecycleError::Terminal {
+        id: id.to_string(),
+        source,
     })?;
+    let status =
+        relay::serve(Arc::new(agent), id, &exec_id, streams, terminal, &ctx.log).map_err(|e| {
+            LifecycleError::Relay {
+                id: id.to_string(),
+                message: e.to_string(),
+            }
+        })?;
     Ok(status)
 }

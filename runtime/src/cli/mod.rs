@@ -41,6 +41,11 @@ pub const DEFAULT_ROOT: &str = "/run/ward";
 pub struct Cli {
     #[command(flatten)]
     pub global: liboci_cli::GlobalOpts,
+    /// ward's configuration file (else $WARD_CONFIG, else /etc/ward/configuration.toml).
+    /// Engines that pass no environment to their runtime reach it this way, e.g.
+    /// `podman --runtime-flag config=FILE`.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -119,9 +124,23 @@ pub fn block_signals() -> Result<(), CliError> {
     })
 }
 
+/// `--preserve-fds N`: descriptors cannot cross into a VM, so a request for any is
+/// refused rather than silently dropped.
+pub fn refuse_preserved_fds(count: i32) -> Result<(), CliError> {
+    if count > 0 {
+        return Err(CliError::Usage(format!(
+            "--preserve-fds {count}: ward cannot pass host file descriptors into the container's VM"
+        )));
+    }
+    Ok(())
+}
+
 /// Builds the shared context from the global flags.
-pub fn context(global: &liboci_cli::GlobalOpts) -> Result<Context, CliError> {
-    let config = Config::load()?;
+pub fn context(
+    global: &liboci_cli::GlobalOpts,
+    config_path: Option<&std::path::Path>,
+) -> Result<Context, CliError> {
+    let config = Config::load(config_path)?;
     let level = if global.debug {
         slog::Level::Debug
     } else {
@@ -151,6 +170,10 @@ pub fn context(global: &liboci_cli::GlobalOpts) -> Result<Context, CliError> {
     }
     if global.debug {
         relay_flags.push("--debug".into());
+    }
+    if let Some(path) = &config.source {
+        relay_flags.push("--config".into());
+        relay_flags.push(absolute(path).display().to_string());
     }
     Ok(Context {
         store: Store::new(root),

@@ -11,7 +11,7 @@ use slog::{error, info};
 
 use crate::cli::CliError;
 use crate::container::{lifecycle, Context, LifecycleError};
-use crate::relay::{self, Streams};
+use crate::relay::{self, terminal, Streams};
 use crate::sandbox::Sandbox;
 
 /// The descriptor `create` hands the relay for its ready message.
@@ -24,6 +24,9 @@ pub struct Relay {
     /// Relay this exec process rather than the container's init.
     #[arg(long)]
     pub exec_id: Option<String>,
+    /// Our stdio is the process's terminal (a pty slave whose master the engine holds).
+    #[arg(long)]
+    pub tty: bool,
     pub container_id: String,
 }
 
@@ -40,7 +43,18 @@ pub fn execute(ctx: &Context, args: &Relay) -> Result<i32, CliError> {
     let mut ready = ready_pipe();
     let id = &args.container_id;
     let exec_id = args.exec_id.as_deref().unwrap_or("");
+    // Kept for the relay's life: leaving raw mode would reintroduce echo and newline
+    // translation on the host side.
+    let mut raw_mode = None;
     let attached = (|| -> Result<_, LifecycleError> {
+        if args.tty {
+            let terminal_err = |source| LifecycleError::Terminal {
+                id: id.clone(),
+                source,
+            };
+            terminal::take_controlling(terminal::stdin()).map_err(terminal_err)?;
+            raw_mode = Some(terminal::RawMode::enter(terminal::stdin()).map_err(terminal_err)?);
+        }
         let state = ctx.store.load(id)?;
         let vm = state.vm.ok_or_else(|| LifecycleError::Relay {
             id: id.clone(),
@@ -48,7 +62,7 @@ pub fn execute(ctx: &Context, args: &Relay) -> Result<i32, CliError> {
         })?;
         let sandbox_err = lifecycle::sandbox_err(id);
         let sandbox = Sandbox::attach(&ctx.config, vm).map_err(&sandbox_err)?;
-        let streams = Streams::open(&sandbox, id, exec_id).map_err(&sandbox_err)?;
+        let streams = Streams::open(&sandbox, id, exec_id, args.tty).map_err(&sandbox_err)?;
         let agent = sandbox.agent().map_err(&sandbox_err)?;
         Ok((streams, agent))
     })();
@@ -66,7 +80,7 @@ pub fn execute(ctx: &Context, args: &Relay) -> Result<i32, CliError> {
             return Err(e.into());
         }
     };
-    let status = match relay::serve(Arc::new(agent), id, exec_id, streams, &ctx.log) {
+    let status = match relay::serve(Arc::new(agent), id, exec_id, streams, args.tty, &ctx.log) {
         Ok(status) => status,
         Err(e) => {
             error!(ctx.log, "relay lost its process"; "container" => id.as_str(), "error" => e.to_string());
@@ -76,6 +90,7 @@ pub fn execute(ctx: &Context, args: &Relay) -> Result<i32, CliError> {
             }));
         }
     };
+    drop(raw_mode);
     info!(ctx.log, "process exited"; "container" => id.as_str(), "exec" => exec_id, "status" => status);
     // An exec's exit is its own, not the container's.
     if exec_id.is_empty() {

@@ -12,26 +12,38 @@ use crate::container::{Context, LifecycleError, Status};
 use crate::relay::{self, Streams};
 
 pub fn execute(ctx: &Context, args: &liboci_cli::Run) -> Result<i32, CliError> {
+    crate::cli::refuse_preserved_fds(args.preserve_fds)?;
     let id = args.container_id.as_str();
     if args.detach {
-        lifecycle::create(ctx, &args.bundle, id, args.pid_file.as_deref())?;
+        lifecycle::create(
+            ctx,
+            &args.bundle,
+            id,
+            args.pid_file.as_deref(),
+            args.console_socket.as_deref(),
+        )?;
         lifecycle::start(ctx, id)?;
         return Ok(0);
     }
     // Before any thread exists, so that every thread inherits the mask.
     crate::cli::block_signals()?;
     let started = std::time::Instant::now();
+    let console = lifecycle::Console {
+        detach: false,
+        socket: args.console_socket.as_deref(),
+    };
     let Prepared {
         lock,
         mut state,
         sandbox,
         agent,
-    } = lifecycle::prepare(ctx, &args.bundle, id)?;
+        terminal,
+    } = lifecycle::prepare(ctx, &args.bundle, id, console)?;
 
     let mut lock = Some(lock);
     let result = (|| -> Result<i32, LifecycleError> {
         let sandbox_err = lifecycle::sandbox_err(id);
-        let streams = Streams::open(&sandbox, id, "").map_err(sandbox_err)?;
+        let streams = Streams::open(&sandbox, id, "", terminal).map_err(sandbox_err)?;
         state.relay = ward_hypervisor::ProcessRecord::of("relay", std::process::id() as i32);
         state.status = Status::Created;
         if let Some(lock) = &lock {
@@ -51,7 +63,12 @@ pub fn execute(ctx: &Context, args: &liboci_cli::Run) -> Result<i32, CliError> {
         // Unlocked while the process runs, so that `delete --force` and friends can act.
         info!(ctx.log, "container running"; "container" => id,
               "since_run_ms" => started.elapsed().as_millis() as u64);
-        relay::serve(Arc::new(agent), id, "", streams, &ctx.log).map_err(|e| {
+        let _raw =
+            relay::terminal::raw_stdin(terminal).map_err(|source| LifecycleError::Terminal {
+                id: id.to_string(),
+                source,
+            })?;
+        relay::serve(Arc::new(agent), id, "", streams, terminal, &ctx.log).map_err(|e| {
             LifecycleError::Relay {
                 id: id.to_string(),
                 message: e.to_string(),

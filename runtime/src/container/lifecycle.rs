@@ -12,13 +12,16 @@ use ward_agent_protocol::agent::Storage;
 use ward_hypervisor::{ProcessRecord, SharedDir};
 
 use super::bundle::{Bundle, BundleError};
+use super::guest_spec;
 use super::state::{ContainerState, Status};
 use super::store::{ContainerLock, Store, StoreError};
 use crate::config::Config;
-use crate::sandbox::{Agent, AgentError, Sandbox, SandboxError};
+use crate::sandbox::{shares, Agent, AgentError, Sandbox, SandboxError};
 
 /// The 9p tag of the container's root filesystem (9p tags are at most 31 bytes).
 const ROOTFS_TAG: &str = "ward-rootfs";
+/// The 9p tag of the directory holding the container's host bind sources.
+const SHARED_TAG: &str = "ward-shared";
 /// How long a VM gets to quit on its own when it is being torn down.
 const VM_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -57,6 +60,26 @@ pub enum LifecycleError {
     },
     #[error("container \"{id}\": the relay process failed: {message}")]
     Relay { id: String, message: String },
+    #[error("container \"{id}\": {message}")]
+    Console { id: String, message: &'static str },
+    #[error("container \"{id}\": {source}")]
+    Terminal {
+        id: String,
+        #[source]
+        source: crate::relay::terminal::TerminalError,
+    },
+    #[error("container \"{id}\": {source}")]
+    GuestSpec {
+        id: String,
+        #[source]
+        source: super::guest_spec::GuestSpecError,
+    },
+    #[error("container \"{id}\": {source}")]
+    Share {
+        id: String,
+        #[source]
+        source: crate::sandbox::shares::ShareError,
+    },
 }
 
 /// What every command needs: where state lives, the configuration, the logger.
@@ -88,14 +111,56 @@ pub struct Prepared {
     pub state: ContainerState,
     pub sandbox: Sandbox,
     pub agent: Agent,
+    /// The init process has a terminal (`process.terminal`).
+    pub terminal: bool,
+}
+
+/// How a command attaches a process's stdio: whether it returns before the process ends
+/// (`create`, `run -d`, `exec -d`) and where a terminal's master goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Console<'a> {
+    pub detach: bool,
+    pub socket: Option<&'a Path>,
+}
+
+impl Console<'_> {
+    /// runc's rules: a detached process's terminal needs somewhere to go, and a console
+    /// socket is only for a detached process with a terminal.
+    pub fn check(&self, id: &str, terminal: bool) -> Result<(), LifecycleError> {
+        let message = match (self.detach, terminal, self.socket.is_some()) {
+            (true, true, false) => {
+                "cannot allocate tty if ward will detach without setting console socket"
+            }
+            (false, _, true) | (_, false, true) => {
+                "cannot use console socket if ward will not detach or allocate tty"
+            }
+            _ => return Ok(()),
+        };
+        Err(LifecycleError::Console {
+            id: id.to_string(),
+            message,
+        })
+    }
 }
 
 /// Claims the ID, boots the VM, and has the agent create the container. On any failure
 /// nothing is left behind: no VM, no helper, no state directory.
-pub fn prepare(ctx: &Context, bundle_path: &Path, id: &str) -> Result<Prepared, LifecycleError> {
+pub fn prepare(
+    ctx: &Context,
+    bundle_path: &Path,
+    id: &str,
+    console: Console<'_>,
+) -> Result<Prepared, LifecycleError> {
     // Validate everything we can before touching the disk or starting anything.
     ward_agent_protocol::ids::validate_id(id).map_err(StoreError::from)?;
     let bundle = Bundle::load(bundle_path)?;
+    let terminal = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    console.check(id, terminal)?;
     let lock = ctx.store.claim(id)?;
     let mut state = ContainerState {
         id: id.to_string(),
@@ -108,6 +173,7 @@ pub fn prepare(ctx: &Context, bundle_path: &Path, id: &str) -> Result<Prepared, 
         relay: None,
         exec_relays: Vec::new(),
         exit_status: None,
+        creator: ProcessRecord::of("ward", std::process::id() as i32),
     };
     let result = ctx
         .store
@@ -120,6 +186,7 @@ pub fn prepare(ctx: &Context, bundle_path: &Path, id: &str) -> Result<Prepared, 
             state,
             sandbox,
             agent,
+            terminal,
         }),
         Err(e) => {
             teardown(ctx, &state);
@@ -139,11 +206,37 @@ fn boot(
 ) -> Result<(Sandbox, Agent), LifecycleError> {
     let id = state.id.clone();
     let started = std::time::Instant::now();
-    let shared = vec![SharedDir {
-        tag: ROOTFS_TAG.to_string(),
-        host_path: bundle.rootfs.clone(),
-        read_only: false,
-    }];
+    let rootfs_guest = format!("/run/ward/containers/{id}/rootfs");
+    let shared_guest = PathBuf::from(format!("/run/ward/containers/{id}/shared"));
+    let guest = guest_spec::translate(&bundle.spec, &shared_guest, |path| {
+        std::fs::metadata(path).ok().map(|m| m.is_dir())
+    })
+    .map_err(|source| LifecycleError::GuestSpec {
+        id: id.clone(),
+        source,
+    })?;
+    let adjusted = &guest.adjustments;
+    if !adjusted.unjoined_namespaces.is_empty() {
+        info!(ctx.log, "host namespaces are not joined: the container gets its own in the guest";
+              "container" => &id, "namespaces" => adjusted.unjoined_namespaces.join(","));
+    }
+    let shared_host = ctx.store.shared_dir(&id);
+    shares::share(&shared_host, &guest.binds).map_err(|source| LifecycleError::Share {
+        id: id.clone(),
+        source,
+    })?;
+    let shared = vec![
+        SharedDir {
+            tag: ROOTFS_TAG.to_string(),
+            host_path: bundle.rootfs.clone(),
+            read_only: false,
+        },
+        SharedDir {
+            tag: SHARED_TAG.to_string(),
+            host_path: shared_host,
+            read_only: false,
+        },
+    ];
     let sandbox = Sandbox::launch(&ctx.config, &id, &ctx.store.vm_dir(&id), shared, &ctx.log)
         .map_err(sandbox_err(&id))?;
     // Record the VM before anything else can fail, so a crash from here on leaves
@@ -157,25 +250,28 @@ fn boot(
         .map_err(sandbox_err(&id))?;
     info!(ctx.log, "agent ready"; "container" => &id, "boot_ms" => started.elapsed().as_millis() as u64);
 
-    let rootfs_guest = format!("/run/ward/containers/{id}/rootfs");
-    let storage = Storage {
-        source: ROOTFS_TAG.to_string(),
+    let nine_p = |tag: &str, mount_point: String| Storage {
+        source: tag.to_string(),
         fstype: "9p".to_string(),
         options: vec![
             "trans=virtio".to_string(),
             "version=9p2000.L".to_string(),
             "msize=262144".to_string(),
         ],
-        mount_point: rootfs_guest.clone(),
+        mount_point,
         ..Default::default()
     };
-    let spec_json = serde_json::to_vec(&bundle.spec).map_err(|e| LifecycleError::Io {
+    let storages = vec![
+        nine_p(ROOTFS_TAG, rootfs_guest.clone()),
+        nine_p(SHARED_TAG, shared_guest.display().to_string()),
+    ];
+    let spec_json = serde_json::to_vec(&guest.spec).map_err(|e| LifecycleError::Io {
         id: id.clone(),
         what: "serializing the OCI spec".into(),
         source: e.into(),
     })?;
     agent
-        .create_container(&id, spec_json, vec![storage], &rootfs_guest)
+        .create_container(&id, spec_json, storages, &rootfs_guest)
         .map_err(agent_err(&id))?;
     Ok((sandbox, agent))
 }
@@ -200,14 +296,21 @@ pub fn teardown(ctx: &Context, state: &ContainerState) {
             process.terminate(Duration::from_secs(1));
         }
     }
+    // With the file server gone, the host binds it served can go.
+    if let Err(e) = shares::release(&ctx.store.shared_dir(&state.id)) {
+        warn!(ctx.log, "releasing the shared host paths"; "container" => &state.id, "error" => e.to_string());
+    }
 }
 
 /// Starts the relay for a created container's init process, or for one of its exec
 /// processes, and waits until its streams are attached.
+/// With a console socket, the process has a terminal: its master goes to the socket and
+/// the relay gets the slave as its stdio.
 pub fn spawn_relay(
     ctx: &Context,
     id: &str,
     exec_id: Option<&str>,
+    console_socket: Option<&Path>,
 ) -> Result<ProcessRecord, LifecycleError> {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
@@ -226,6 +329,25 @@ pub fn spawn_relay(
     command.args(&ctx.relay_flags).arg("relay");
     if let Some(exec_id) = exec_id {
         command.arg("--exec-id").arg(exec_id);
+    }
+    if let Some(socket) = console_socket {
+        let slave = crate::relay::terminal::send_console(socket).map_err(|source| {
+            LifecycleError::Terminal {
+                id: id.to_string(),
+                source,
+            }
+        })?;
+        let stdio = |what| {
+            slave
+                .try_clone()
+                .map(std::process::Stdio::from)
+                .map_err(|e| io_err(what, e))
+        };
+        command
+            .arg("--tty")
+            .stdin(stdio("duplicating the terminal for the relay")?)
+            .stdout(stdio("duplicating the terminal for the relay")?)
+            .stderr(stdio("duplicating the terminal for the relay")?);
     }
     command.arg(id).env(
         crate::cli::relay::READY_FD_ENV,
@@ -302,16 +424,22 @@ pub fn create(
     bundle: &Path,
     id: &str,
     pid_file: Option<&Path>,
+    console_socket: Option<&Path>,
 ) -> Result<(), LifecycleError> {
+    let console = Console {
+        detach: true,
+        socket: console_socket,
+    };
     let Prepared {
         lock,
         mut state,
         sandbox,
         agent,
-    } = prepare(ctx, bundle, id)?;
+        ..
+    } = prepare(ctx, bundle, id, console)?;
     drop(agent);
     let finish = (|| {
-        let relay = spawn_relay(ctx, id, None)?;
+        let relay = spawn_relay(ctx, id, None, console_socket)?;
         state.relay = Some(relay.clone());
         state.status = Status::Created;
         ctx.store.save(&lock, &state)?;
@@ -469,7 +597,8 @@ pub fn delete(ctx: &Context, id: &str, force: bool) -> Result<(), LifecycleError
         Err(e) => return Err(e.into()),
     };
     let status = state.current_status();
-    if matches!(status, Status::Running | Status::Paused) && !force {
+    // A create in progress is not stopped either: deleting it needs --force.
+    if matches!(status, Status::Running | Status::Paused | Status::Creating) && !force {
         return Err(LifecycleError::NotStopped {
             id: id.to_string(),
             status,

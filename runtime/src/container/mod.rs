@@ -1,6 +1,7 @@
 //! Containers: bundles in, state on disk, the lifecycle state machine.
 
 pub mod bundle;
+pub mod guest_spec;
 pub mod state;
 pub mod store;
 

@@ -59,6 +59,10 @@ pub struct ContainerState {
     /// Set when the init process's exit status is known.
     #[serde(default)]
     pub exit_status: Option<i32>,
+    /// The `ward create` or `ward run` building the container: while the status says
+    /// creating, a dead creator means the create crashed half-way.
+    #[serde(default)]
+    pub creator: Option<ProcessRecord>,
 }
 
 impl ContainerState {
@@ -75,6 +79,9 @@ impl ContainerState {
     /// without recording an exit has stopped all the same.
     pub fn current_status(&self) -> Status {
         match self.status {
+            Status::Creating if !self.creator.as_ref().is_some_and(|c| c.is_alive()) => {
+                Status::Stopped
+            }
             Status::Created | Status::Running | Status::Paused => {
                 let relay_alive = self.relay.as_ref().is_some_and(|r| r.is_alive());
                 let vm_alive = self
@@ -131,13 +138,18 @@ mod tests {
             relay: None,
             exec_relays: Vec::new(),
             exit_status: None,
+            creator: None,
         }
     }
 
     #[test]
     fn a_container_without_live_processes_is_stopped() {
         assert_eq!(state(Status::Running).current_status(), Status::Stopped);
-        assert_eq!(state(Status::Creating).current_status(), Status::Creating);
+        // A create whose process is gone crashed: nothing is being created any more.
+        assert_eq!(state(Status::Creating).current_status(), Status::Stopped);
+        let mut creating = state(Status::Creating);
+        creating.creator = ProcessRecord::of("ward", std::process::id() as i32);
+        assert_eq!(creating.current_status(), Status::Creating);
         assert_eq!(state(Status::Stopped).oci_state()["pid"], 0);
     }
 

@@ -31,6 +31,12 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("container \"{id}\": not removing {dir}: mounts remain below it: {mounts}")]
+    Mounted {
+        id: String,
+        dir: PathBuf,
+        mounts: String,
+    },
     #[error("container \"{id}\": corrupt state file {path}: {message}")]
     Corrupt {
         id: String,
@@ -62,6 +68,11 @@ impl Store {
     /// The private directory of the container's VM (sockets, console log).
     pub fn vm_dir(&self, id: &str) -> PathBuf {
         self.dir(id).join("vm")
+    }
+
+    /// Where the container's host bind sources are mounted for the VM's file server.
+    pub fn shared_dir(&self, id: &str) -> PathBuf {
+        self.vm_dir(id).join("shared")
     }
 
     fn state_path(&self, id: &str) -> PathBuf {
@@ -182,6 +193,25 @@ impl Store {
     /// Removes the container's directory and everything in it.
     pub fn remove(&self, _lock: ContainerLock, id: &str) -> Result<(), StoreError> {
         let dir = self.dir(id);
+        // Removing recursively through a bind mount would delete the host's files.
+        let mounted =
+            crate::sandbox::shares::mounts_below(&dir).map_err(|e| StoreError::Mounted {
+                id: id.to_string(),
+                dir: dir.clone(),
+                mounts: e.to_string(),
+            })?;
+        if !mounted.is_empty() {
+            let mounts = mounted
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(StoreError::Mounted {
+                id: id.to_string(),
+                dir,
+                mounts,
+            });
+        }
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -207,6 +237,7 @@ mod tests {
             relay: None,
             exec_relays: Vec::new(),
             exit_status: None,
+            creator: None,
         }
     }
 

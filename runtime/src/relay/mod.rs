@@ -7,6 +7,7 @@
 //! itself; `ward create` starts one (`ward relay`, a hidden command) that outlives it.
 
 pub mod signals;
+pub mod terminal;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -25,24 +26,31 @@ use crate::sandbox::{Sandbox, SandboxError};
 /// straggler (a daemonized grandchild keeping the pipe open) writes later is not waited for.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
-/// The three stream connections of one guest process.
+/// The stream connections of one guest process.
 pub struct Streams {
     pub stdin: VsockConnection,
     pub stdout: VsockConnection,
-    pub stderr: VsockConnection,
+    /// None for a process with a terminal: its output is all on the terminal.
+    pub stderr: Option<VsockConnection>,
 }
 
 impl Streams {
-    /// Opens all three; done before the process starts, so no byte is missed.
+    /// Opens them; done before the process starts, so no byte is missed.
     pub fn open(
         sandbox: &Sandbox,
         container_id: &str,
         exec_id: &str,
+        terminal: bool,
     ) -> Result<Self, SandboxError> {
+        let stderr = if terminal {
+            None
+        } else {
+            Some(sandbox.open_stream(container_id, exec_id, StreamKind::Stderr)?)
+        };
         Ok(Streams {
             stdin: sandbox.open_stream(container_id, exec_id, StreamKind::Stdin)?,
             stdout: sandbox.open_stream(container_id, exec_id, StreamKind::Stdout)?,
-            stderr: sandbox.open_stream(container_id, exec_id, StreamKind::Stderr)?,
+            stderr,
         })
     }
 }
@@ -98,10 +106,11 @@ pub fn pump(streams: Streams, log: &Logger) -> std::io::Result<Pumps> {
 
     let (tx, done) = mpsc::channel();
     let mut outputs = Vec::new();
-    for (name, conn, sink) in [
-        ("stdout", streams.stdout, our_stdout),
-        ("stderr", streams.stderr, our_stderr),
-    ] {
+    let mut outputs_to_copy = vec![("stdout", streams.stdout, our_stdout)];
+    if let Some(stderr) = streams.stderr {
+        outputs_to_copy.push(("stderr", stderr, our_stderr));
+    }
+    for (name, conn, sink) in outputs_to_copy {
         let tx = tx.clone();
         let log = log.clone();
         outputs.push(std::thread::spawn(move || {
@@ -137,18 +146,40 @@ impl Pumps {
 
 /// Relays one guest process until it exits: stdio both ways, forwarded signals; returns the
 /// process's shell-style status. The caller has blocked the forwarded signals already.
+/// With `terminal`, our stdin is the process's terminal on the host: its window size is
+/// sent now and on every SIGWINCH, which is not forwarded as a signal.
 pub fn serve(
     agent: std::sync::Arc<crate::sandbox::Agent>,
     container_id: &str,
     exec_id: &str,
     streams: Streams,
+    terminal: bool,
     log: &Logger,
 ) -> Result<i32, RelayError> {
+    let resize = {
+        let agent = agent.clone();
+        let (id, exec, log) = (container_id.to_string(), exec_id.to_string(), log.clone());
+        move || {
+            let Some((rows, cols)) = terminal::window_size(std::io::stdin().as_fd()) else {
+                return;
+            };
+            if let Err(e) = agent.resize_terminal(&id, &exec, rows, cols) {
+                warn!(log, "resizing the terminal"; "error" => e.to_string());
+            }
+        }
+    };
+    if terminal {
+        resize();
+    }
     let pumps = pump(streams, log).map_err(|e| RelayError::Stdio(e.to_string()))?;
     {
         let agent = agent.clone();
         let (id, exec, log) = (container_id.to_string(), exec_id.to_string(), log.clone());
         signals::spawn_forwarder(move |signal| {
+            if terminal && signal == nix::sys::signal::Signal::SIGWINCH {
+                resize();
+                return;
+            }
             debug!(log, "forwarding signal"; "signal" => signal.as_str());
             if let Err(e) = agent.signal_process(&id, &exec, signal as i32, false) {
                 warn!(log, "forwarding a signal"; "signal" => signal.as_str(), "error" => e.to_string());

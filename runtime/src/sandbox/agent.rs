@@ -7,9 +7,9 @@ use std::time::Duration;
 use thiserror::Error;
 use ward_agent_protocol::agent::{
     CheckRequest, CreateContainerRequest, ExecProcessRequest, ListProcessesRequest,
-    PauseContainerRequest, ProcessInfo, ResumeContainerRequest, SignalProcessRequest,
-    StartContainerRequest, StatsContainerRequest, StatsContainerResponse, Storage,
-    UpdateContainerRequest, WaitProcessRequest,
+    PauseContainerRequest, ProcessInfo, ResizeTerminalRequest, ResumeContainerRequest,
+    SignalProcessRequest, StartContainerRequest, StatsContainerRequest, StatsContainerResponse,
+    Storage, UpdateContainerRequest, WaitProcessRequest,
 };
 use ward_agent_protocol::agent_ttrpc::AgentClient;
 use ward_agent_protocol::{AGENT_VERSION, PROTOCOL_VERSION};
@@ -187,6 +187,25 @@ impl Agent {
             .signal_process(ctx(Some(CALL_TIMEOUT)), &req)
             .map(drop)
             .map_err(failed("SignalProcess"))
+    }
+
+    /// Sets the window size of a process's terminal in the guest.
+    pub fn resize_terminal(
+        &self,
+        id: &str,
+        exec_id: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<(), AgentError> {
+        let mut req = ResizeTerminalRequest::new();
+        req.container_id = id.to_string();
+        req.exec_id = exec_id.to_string();
+        req.rows = rows.into();
+        req.cols = cols.into();
+        self.client
+            .resize_terminal(ctx(Some(CALL_TIMEOUT)), &req)
+            .map(drop)
+            .map_err(failed("ResizeTerminal"))
     }
 
     /// Blocks until the process exits; returns its shell-style status.

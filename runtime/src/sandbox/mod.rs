@@ -3,6 +3,7 @@
 //! persisted `VmInstance`, so each short-lived `ward` command can pick the VM up again.
 
 pub mod agent;
+pub mod shares;
 
 use std::io::Write;
 use std::time::{Duration, Instant};

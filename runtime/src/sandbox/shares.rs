@@ -1,0 +1,172 @@
+//! Host paths the guest reaches through one shared directory.
+//!
+//! A VM's shared directories are fixed when it boots, but a container's bind sources are
+//! files and directories anywhere on the host. Each source is bind-mounted under the
+//! sandbox's shared directory, which the VM exports as one file system; the guest mounts
+//! it once and binds from there. Read-only sources get a read-only host mount, so a guest
+//! that talks to the file server directly still cannot write them.
+//!
+//! Releasing finds the mounts in /proc/self/mountinfo rather than in a record, so it also
+//! cleans up after a `ward` that crashed halfway through sharing.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use thiserror::Error;
+
+use crate::container::guest_spec::HostBind;
+
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+#[derive(Debug, Error)]
+pub enum ShareError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sharing {source_path} with the guest (bind mount on {target}): {errno}")]
+    Bind {
+        source_path: PathBuf,
+        target: PathBuf,
+        errno: nix::Error,
+    },
+    #[error("unmounting {path}: {errno}")]
+    Unmount { path: PathBuf, errno: nix::Error },
+}
+
+/// Bind-mounts every source under `dir`, which is created if needed.
+pub fn share(dir: &Path, binds: &[HostBind]) -> Result<(), ShareError> {
+    std::fs::create_dir_all(dir).map_err(|source| ShareError::Io {
+        what: "creating",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for bind in binds {
+        let target = dir.join(&bind.name);
+        let created = if bind.is_dir {
+            std::fs::create_dir(&target)
+        } else {
+            std::fs::File::create(&target).map(drop)
+        };
+        created.map_err(|source| ShareError::Io {
+            what: "creating the mount point",
+            path: target.clone(),
+            source,
+        })?;
+        let bind_err = |errno| ShareError::Bind {
+            source_path: bind.source.clone(),
+            target: target.clone(),
+            errno,
+        };
+        let mut flags = MsFlags::MS_BIND;
+        if bind.recursive {
+            flags |= MsFlags::MS_REC;
+        }
+        mount(
+            Some(&bind.source),
+            &target,
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+        .map_err(bind_err)?;
+        if bind.read_only {
+            // A bind mount takes MS_RDONLY only on a remount.
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            mount(None::<&str>, &target, None::<&str>, flags, None::<&str>).map_err(bind_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Unmounts everything mounted at or below `dir`, deepest first.
+pub fn release(dir: &Path) -> Result<(), ShareError> {
+    for path in mounts_below(dir)? {
+        match umount2(&path, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+            Err(errno) => return Err(ShareError::Unmount { path, errno }),
+        }
+    }
+    Ok(())
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub fn mounts_below(dir: &Path) -> Result<Vec<PathBuf>, ShareError> {
+    let text = std::fs::read_to_string(MOUNTINFO).map_err(|source| ShareError::Io {
+        what: "reading",
+        path: MOUNTINFO.into(),
+        source,
+    })?;
+    Ok(mount_points_below(&text, dir))
+}
+
+fn mount_points_below(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(unescape(field)))
+        .filter(|path| path.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo` octal escapes.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let digits = &bytes[i + 1..i + 4];
+            if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
+                let value = digits.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
+                if let Ok(value) = u8::try_from(value) {
+                    out.push(value);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
+90 22 0:45 / /run/ward/c1/vm/shared/0 rw shared:1 - ext4 /dev/vda rw
+91 22 0:45 / /run/ward/c1/vm/shared/1 ro shared:1 - ext4 /dev/vda rw
+92 91 0:46 / /run/ward/c1/vm/shared/1/sub\\040dir rw - tmpfs tmpfs rw
+93 22 0:47 / /run/ward/c10/vm/shared/0 rw - ext4 /dev/vda rw
+";
+
+    #[test]
+    fn finds_the_mounts_below_a_directory_deepest_first() {
+        let found = mount_points_below(SAMPLE, Path::new("/run/ward/c1/vm/shared"));
+        assert_eq!(
+            found,
+            vec![
+                PathBuf::from("/run/ward/c1/vm/shared/1/sub dir"),
+                PathBuf::from("/run/ward/c1/vm/shared/0"),
+                PathBuf::from("/run/ward/c1/vm/shared/1"),
+            ]
+        );
+    }
+
+    #[test]
+    fn unescapes_octal_sequences() {
+        assert_eq!(unescape("a\\040b\\134c"), "a b\\c");
+        assert_eq!(unescape("trailing\\04"), "trailing\\04");
+        assert_eq!(unescape("plain"), "plain");
+    }
+}
