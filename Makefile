@@ -62,3 +62,20 @@ test: setup lint unit e2e
 clean:
 	$(CARGO) clean
 	rm -rf build
+
+# Runs each virtio fuzz target for FUZZ_SECONDS. Only the stable toolchain is assumed:
+# RUSTC_BOOTSTRAP lets cargo-fuzz pass its -Z sanitizer flags to it.
+FUZZ_DIR := hypervisor/vmm
+FUZZ_TARGETS := vsock_packet block_request
+FUZZ_SECONDS ?= 60
+
+.PHONY: fuzz-smoke
+fuzz-smoke:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz || \
+		{ echo "fuzz-smoke: cannot install cargo-fuzz" >&2; exit 1; }
+	@cd $(FUZZ_DIR) && for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t || exit 1; \
+		echo "== fuzz-smoke: $$t for $(FUZZ_SECONDS)s"; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
