@@ -2,6 +2,8 @@
 //! real microVMs. What they need (root, QEMU, vsock, guest assets) is checked up front, and
 //! a missing piece fails the test with what to do, rather than skipping it.
 
+pub mod engines;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

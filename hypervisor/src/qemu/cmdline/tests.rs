@@ -105,8 +105,8 @@ fn shared_dirs_escape_commas_and_honour_read_only() {
     assert_eq!(
         values(&args, "-fsdev"),
         [
-            "local,id=fs0,path=/var/lib/ward/c1/rootfs,security_model=passthrough",
-            "local,id=fs1,path=/data/a,,b,security_model=passthrough,readonly=on",
+            "local,id=fs0,path=/var/lib/ward/c1/rootfs,security_model=passthrough,multidevs=remap",
+            "local,id=fs1,path=/data/a,,b,security_model=passthrough,multidevs=remap,readonly=on",
         ]
     );
 }

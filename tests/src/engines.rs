@@ -1,0 +1,664 @@
+//! The container engines ward is meant to serve, driven for real: podman (through conmon)
+//! and containerd (through its runc shim, io.containerd.runc.v2). Both run with private
+//! state: podman with its own storage, run root and tmpdir (the host's podman storage is
+//! never touched), containerd as a private daemon with its own root, state, socket and
+//! namespace, started per test and stopped by a Drop guard.
+//!
+//! There is no image registry here, so the image is made locally, once per test binary:
+//! a busybox root filesystem imported into podman as `localhost/ward-busybox:test`, saved
+//! as an OCI archive for containerd.
+//!
+//! What the engines need is checked up front ([`need_engines`]); a missing piece fails the
+//! test with what to do, rather than skipping it.
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::{alive, need, pids_mentioning, repo_root, text, which};
+
+/// The image every engine test runs.
+pub const IMAGE: &str = "localhost/ward-busybox:test";
+
+/// Busybox applets the image links to /bin/busybox.
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "sleep", "true", "false", "ls", "id", "tty", "stty", "hostname", "uname",
+    "env", "ps", "date", "head", "tail", "grep", "pwd", "kill", "test",
+];
+
+/// podman's configuration for the tests. The rlimits are podman's defaults made
+/// attainable here: the test's processes lack CAP_SYS_RESOURCE, and podman's default
+/// ulimits (the host's hard nproc, a nofile above the hard limit) fail with EPERM in runc.
+const CONTAINERS_CONF: &str = "[containers]\n\
+    default_ulimits = [\"nofile=1024:1024\", \"nproc=32768:32768\"]\n";
+
+/// Asserts what the engine tests need besides what [`crate::Ward::new`] checks.
+pub fn need_engines() {
+    need(
+        nix::unistd::geteuid().is_root(),
+        "root (podman and containerd run rootful)",
+    );
+    for (binary, package) in [
+        ("podman", "podman"),
+        ("conmon", "conmon"),
+        ("containerd", "containerd"),
+        ("ctr", "containerd"),
+        ("runc", "runc"),
+        ("tmux", "tmux"),
+        ("busybox", "busybox-static"),
+    ] {
+        need(
+            which(binary) || Path::new("/usr/libexec/podman").join(binary).exists(),
+            &format!("{binary} in PATH (apt-get install {package}; tools/setup installs it)"),
+        );
+    }
+    need(
+        Path::new("/bin/busybox").exists(),
+        "/bin/busybox (apt-get install busybox-static)",
+    );
+}
+
+/// Runs `command`, panicking with `what` if it cannot be started.
+fn output(mut command: Command, what: &str) -> Output {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {what}: {e}"))
+}
+
+fn check(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): stdout: {} stderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// Unmounts everything mounted at or below `dir` (deepest first), then removes it.
+pub fn remove_tree(dir: &Path) {
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut targets: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|t| t == &prefix || t.starts_with(&format!("{prefix}/")))
+        .collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    targets.dedup();
+    for target in targets {
+        let _ = nix::mount::umount2(target.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Removes directories `/tmp/<prefix><pid>...` left by test processes that are gone.
+fn remove_stale(prefix: &str) {
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        let pid: Option<i64> = rest.split('-').next().and_then(|p| p.parse().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() as i64 && !alive(pid) {
+                remove_tree(&entry.path());
+            }
+        }
+    }
+}
+
+/// Builds the busybox root filesystem of the image under `dir/rootfs`.
+fn build_rootfs(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("rootfs");
+    for d in ["bin", "proc", "sys", "dev", "tmp", "etc", "root"] {
+        std::fs::create_dir_all(rootfs.join(d)).expect("image directories");
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copying /bin/busybox");
+    for applet in APPLETS {
+        symlink("busybox", rootfs.join("bin").join(applet)).expect("applet link");
+    }
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )
+    .expect("etc/passwd");
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").expect("etc/group");
+    rootfs
+}
+
+/// podman's private storage, shared by the tests of one binary: made, and the image
+/// imported, by the first test that asks; removed when the test binary exits.
+pub struct PodmanStore {
+    pub dir: PathBuf,
+    pub conf: PathBuf,
+    /// The image as an OCI archive, for containerd.
+    pub archive: PathBuf,
+}
+
+static STORE: OnceLock<PodmanStore> = OnceLock::new();
+
+const STORE_PREFIX: &str = "ward-e2e-podman-";
+
+extern "C" {
+    fn atexit(callback: extern "C" fn()) -> std::os::raw::c_int;
+}
+
+/// At the test binary's exit: every container of the private storage is removed (podman
+/// stops them through the runtime), then the storage itself.
+extern "C" fn remove_store() {
+    if let Some(store) = STORE.get() {
+        let mut rm = store.podman_base();
+        rm.args(["rm", "--all", "--force", "--time", "0"]);
+        let _ = rm.stdin(Stdio::null()).output();
+        remove_tree(&store.dir);
+    }
+}
+
+impl PodmanStore {
+    pub fn get() -> &'static PodmanStore {
+        STORE.get_or_init(|| {
+            need_engines();
+            remove_stale(STORE_PREFIX);
+            let dir = PathBuf::from(format!("/tmp/{STORE_PREFIX}{}", std::process::id()));
+            remove_tree(&dir);
+            std::fs::create_dir_all(&dir).expect("podman test directory");
+            let conf = dir.join("containers.conf");
+            std::fs::write(&conf, CONTAINERS_CONF).expect("containers.conf");
+            let store = PodmanStore {
+                archive: dir.join("image.tar"),
+                dir,
+                conf,
+            };
+            // SAFETY: registers a plain function; it runs once, at exit.
+            unsafe { atexit(remove_store) };
+            store.import_image();
+            store
+        })
+    }
+
+    /// `podman` with the private storage and configuration, and no runtime chosen.
+    pub fn podman_base(&self) -> Command {
+        let mut command = Command::new("podman");
+        command
+            .env("CONTAINERS_CONF", &self.conf)
+            .arg("--root")
+            .arg(self.dir.join("storage"))
+            .arg("--runroot")
+            .arg(self.dir.join("runroot"))
+            .arg("--tmpdir")
+            .arg(self.dir.join("tmp"));
+        command
+    }
+
+    fn import_image(&self) {
+        let rootfs = build_rootfs(&self.dir);
+        let tar = self.dir.join("rootfs.tar");
+        let out = output(
+            {
+                let mut c = Command::new("tar");
+                c.arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg(".");
+                c
+            },
+            "tar",
+        );
+        check(&out, "tar of the image's root filesystem");
+        let mut import = self.podman_base();
+        import.arg("import").arg(&tar).arg(IMAGE);
+        check(&output(import, "podman import"), "podman import");
+        let mut save = self.podman_base();
+        save.args(["save", "--format", "oci-archive", "-o"])
+            .arg(&self.archive)
+            .arg(IMAGE);
+        check(&output(save, "podman save"), "podman save");
+    }
+}
+
+/// podman with the private storage and a chosen OCI runtime.
+pub struct Podman {
+    pub store: &'static PodmanStore,
+    pub runtime: PathBuf,
+    /// `--runtime-flag` values: podman passes them to the runtime as `--FLAG`.
+    pub runtime_flags: Vec<String>,
+}
+
+impl Podman {
+    /// podman running ward (from [`crate::Ward`]), its configuration passed with the global
+    /// `--config` flag: conmon passes no environment to the runtime.
+    pub fn with_ward(ward: &crate::Ward) -> Podman {
+        Podman::with_runtime(
+            &ward.bin,
+            &[format!("config={}", absolute(&ward.config).display())],
+        )
+    }
+
+    pub fn with_runtime(runtime: &Path, runtime_flags: &[String]) -> Podman {
+        Podman {
+            store: PodmanStore::get(),
+            runtime: runtime.to_path_buf(),
+            runtime_flags: runtime_flags.to_vec(),
+        }
+    }
+
+    /// `podman` with the private storage and the runtime.
+    pub fn command(&self) -> Command {
+        let mut command = self.store.podman_base();
+        command.arg("--runtime").arg(&self.runtime);
+        for flag in &self.runtime_flags {
+            command.arg("--runtime-flag").arg(flag);
+        }
+        command
+    }
+
+    /// The command line of [`Podman::command`], for a shell.
+    pub fn shell_line(&self) -> String {
+        let command = self.command();
+        let mut line = String::from("env");
+        for (k, v) in command.get_envs() {
+            if let Some(v) = v {
+                line.push_str(&format!(" {}={}", k.to_string_lossy(), v.to_string_lossy()));
+            }
+        }
+        line.push_str(" podman");
+        for arg in command.get_args() {
+            line.push(' ');
+            line.push_str(&arg.to_string_lossy());
+        }
+        line
+    }
+
+    /// Runs `podman ARGS` to completion with stdin closed.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut command = self.command();
+        command.args(args);
+        output(command, &format!("podman {}", args.join(" ")))
+    }
+
+    /// Runs `podman ARGS`, asserting success; returns its stdout, trimmed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        check(&out, &format!("podman {}", args.join(" ")));
+        text(&out.stdout).trim().to_string()
+    }
+
+    /// `podman inspect -f FORMAT NAME`.
+    pub fn inspect(&self, name: &str, format: &str) -> String {
+        self.ok(&["inspect", "--format", format, name])
+    }
+
+    /// Polls `{{.State.Status}}` until it is `want`.
+    pub fn wait_status(&self, name: &str, want: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.inspect(name, "{{.State.Status}}");
+            if status == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "podman container {name} did not become {want} within {timeout:?}: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+pub fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().expect("cwd").join(path)
+    }
+}
+
+/// A private containerd daemon, stopped and removed on drop with everything it started.
+pub struct Containerd {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub namespace: String,
+    /// The runtime its runc shim runs (`ctr run --runc-binary`).
+    pub runtime: PathBuf,
+    daemon: Child,
+}
+
+const CONTAINERD_PREFIX: &str = "ward-e2e-ctd-";
+
+/// Serializes the start of private containerds: two starting at once on two cores and a
+/// loaded machine can miss the start deadline; once up, they run side by side.
+static CONTAINERD_START: Mutex<()> = Mutex::new(());
+
+impl Containerd {
+    /// Starts a private containerd whose shims run `runtime`, with `env` in the daemon's
+    /// (and so the shim's and the runtime's) environment, and imports the image.
+    pub fn start(runtime: &Path, env: &[(&str, &Path)]) -> Containerd {
+        need_engines();
+        let store = PodmanStore::get();
+        let _guard = CONTAINERD_START.lock().unwrap_or_else(|e| e.into_inner());
+        remove_stale(CONTAINERD_PREFIX);
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = PathBuf::from(format!(
+            "/tmp/{CONTAINERD_PREFIX}{}-{n}",
+            std::process::id()
+        ));
+        remove_tree(&dir);
+        std::fs::create_dir_all(&dir).expect("containerd test directory");
+        let socket = dir.join("containerd.sock");
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{socket}\"\n",
+                root = dir.join("root").display(),
+                state = dir.join("state").display(),
+                socket = socket.display(),
+            ),
+        )
+        .expect("containerd configuration");
+        let log = std::fs::File::create(dir.join("containerd.log")).expect("containerd log");
+        let mut command = Command::new("containerd");
+        command
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let daemon = command.spawn().expect("starting containerd");
+        let containerd = Containerd {
+            namespace: format!("ward-e2e-{}-{n}", std::process::id()),
+            dir,
+            socket,
+            runtime: runtime.to_path_buf(),
+            daemon,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if containerd.socket.exists() && containerd.ctr(&["version"]).status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not answer on {} within 30 s; its log: {}",
+                containerd.socket.display(),
+                std::fs::read_to_string(containerd.dir.join("containerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let archive = store.archive.to_str().expect("UTF-8 path");
+        containerd.ok(&[
+            "images",
+            "import",
+            "--base-name",
+            "localhost/ward-busybox",
+            "--digests",
+            archive,
+        ]);
+        containerd
+    }
+
+    /// A private containerd running ward (from [`crate::Ward`]): the shim inherits
+    /// containerd's environment, so WARD_CONFIG set there reaches ward.
+    pub fn with_ward(ward: &crate::Ward) -> Containerd {
+        let config = absolute(&ward.config);
+        Containerd::start(&ward.bin, &[("WARD_CONFIG", &config)])
+    }
+
+    /// `ctr` talking to this daemon, in its namespace.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new("ctr");
+        command
+            .arg("--address")
+            .arg(&self.socket)
+            .arg("--namespace")
+            .arg(&self.namespace);
+        command
+    }
+
+    /// Runs `ctr ARGS` to completion with stdin closed.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        let mut command = self.command();
+        command.args(args);
+        output(command, &format!("ctr {}", args.join(" ")))
+    }
+
+    /// Runs `ctr ARGS`, asserting success; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        check(&out, &format!("ctr {}", args.join(" ")));
+        text(&out.stdout)
+    }
+
+    /// `ctr run --runc-binary RUNTIME OPTS IMAGE ID ARGS`.
+    pub fn run(&self, opts: &[&str], id: &str, args: &[&str]) -> Output {
+        let mut command = self.command();
+        command
+            .arg("run")
+            .arg("--runc-binary")
+            .arg(&self.runtime)
+            .args(opts)
+            .arg(IMAGE)
+            .arg(id)
+            .args(args);
+        output(command, &format!("ctr run {id}"))
+    }
+
+    /// The first column of `ctr task ls` / `ctr c ls` (the IDs).
+    pub fn ids(&self, what: &str) -> Vec<String> {
+        self.ok(&[what, "ls", "--quiet"])
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The status column of `ctr task ls` for `id`.
+    pub fn task_status(&self, id: &str) -> Option<String> {
+        self.ok(&["task", "ls"]).lines().skip(1).find_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.first() == Some(&id)).then(|| cols.last().unwrap_or(&"").to_string())
+        })
+    }
+
+    /// Polls `ctr task ls` until `id`'s status is `want`.
+    pub fn wait_task(&self, id: &str, want: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.task_status(id);
+            if status.as_deref() == Some(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {id} did not become {want} within {timeout:?}: {status:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The runtime state directory the shim passes to the runtime as `--root`.
+    pub fn runtime_root(&self) -> PathBuf {
+        Path::new("/run/containerd/runc").join(&self.namespace)
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // Containers a failed test left: killed and removed through containerd first.
+        if let Ok(out) = self.command().args(["task", "ls", "--quiet"]).output() {
+            for id in text(&out.stdout).split_whitespace() {
+                let _ = self
+                    .command()
+                    .args(["task", "kill", "--signal", "SIGKILL", id])
+                    .output();
+                let _ = self
+                    .command()
+                    .args(["task", "delete", "--force", id])
+                    .output();
+            }
+        }
+        if let Ok(out) = self.command().args(["container", "ls", "--quiet"]).output() {
+            for id in text(&out.stdout).split_whitespace() {
+                let _ = self.command().args(["container", "rm", id]).output();
+            }
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.daemon.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.daemon.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        // Shims outlive containerd by design: they name its socket on their command line.
+        for pid in pids_mentioning(&self.socket.to_string_lossy()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        // Whatever the runtime still holds in the shim's runtime root.
+        let root = self.runtime_root();
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                let _ = Command::new(&self.runtime)
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force"])
+                    .arg(entry.file_name())
+                    .stdin(Stdio::null())
+                    .output();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&root);
+        remove_tree(&self.dir);
+    }
+}
+
+/// A tmux server of its own, for driving a program through a real pseudo-terminal;
+/// killed on drop.
+pub struct Tmux {
+    pub socket: PathBuf,
+}
+
+impl Tmux {
+    /// Starts `shell_command` in a detached session `s` of a `cols`x`rows` window.
+    pub fn start(name: &str, cols: u16, rows: u16, shell_command: &str) -> Tmux {
+        let socket = PathBuf::from(format!("/tmp/ward-e2e-tmux-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&socket);
+        let tmux = Tmux { socket };
+        let out = tmux
+            .command()
+            .args(["new-session", "-d", "-s", "s", "-x"])
+            .arg(cols.to_string())
+            .arg("-y")
+            .arg(rows.to_string())
+            .arg(shell_command)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running tmux");
+        check(&out, "tmux new-session");
+        tmux
+    }
+
+    pub fn command(&self) -> Command {
+        let mut command = Command::new("tmux");
+        command
+            .env("TERM", "xterm")
+            .arg("-f")
+            .arg("/dev/null")
+            .arg("-S")
+            .arg(&self.socket);
+        command
+    }
+
+    /// Types `keys` literally, then Enter.
+    pub fn type_line(&self, keys: &str) {
+        let out = self
+            .command()
+            .args(["send-keys", "-t", "s", "-l", keys])
+            .output()
+            .expect("tmux send-keys");
+        check(&out, "tmux send-keys");
+        let out = self
+            .command()
+            .args(["send-keys", "-t", "s", "Enter"])
+            .output()
+            .expect("tmux send-keys");
+        check(&out, "tmux send-keys Enter");
+    }
+
+    /// The pane's text, with its scrollback.
+    pub fn screen(&self) -> String {
+        let out = self
+            .command()
+            .args(["capture-pane", "-p", "-J", "-S", "-200", "-t", "s"])
+            .output()
+            .expect("tmux capture-pane");
+        text(&out.stdout)
+    }
+
+    /// Polls the pane until it contains `needle`; returns the screen.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the terminal did not show {needle:?} within {timeout:?}; it shows:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.command().arg("kill-server").output();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Host processes that mention any of `needles` and look like ward's: the VMM, the vsock
+/// device, the relay.
+pub fn ward_processes_mentioning(needles: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for needle in needles {
+        for pid in pids_mentioning(needle) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| text(&c).replace('\0', " "))
+                .unwrap_or_default();
+            if ["qemu-system", "vhost-device-vsock", "ward"]
+                .iter()
+                .any(|w| cmdline.contains(w))
+            {
+                found.push(format!("{pid}: {cmdline}"));
+            }
+        }
+    }
+    found
+}
+
+/// The repository's tests/contracts directory.
+pub fn contracts_dir() -> PathBuf {
+    repo_root().join("tests/contracts")
+}
