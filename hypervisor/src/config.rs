@@ -4,10 +4,73 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// The backend a VM runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Qemu,
+    Builtin,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Qemu => "qemu",
+            BackendKind::Builtin => "builtin",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The backend the configuration asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// `builtin` where KVM runs guest kernel code at hardware speed and ward-vmm is
+    /// installed, `qemu` otherwise.
+    #[default]
+    Auto,
+    Qemu,
+    Builtin,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            "qemu" => Ok(BackendChoice::Qemu),
+            "builtin" => Ok(BackendChoice::Builtin),
+            other => Err(format!(
+                "unknown hypervisor backend {other:?}: expected auto, qemu or builtin"
+            )),
+        }
+    }
+}
+
+/// ward's own VMM and its helpers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BuiltinConfig {
+    /// The ward-vmm binary; a bare name is looked for next to the running ward, then in
+    /// PATH.
+    pub binary: PathBuf,
+    /// virtiofsd, which serves each shared directory over vhost-user.
+    pub virtiofsd: PathBuf,
+}
+
+impl Default for BuiltinConfig {
+    fn default() -> Self {
+        BuiltinConfig {
+            binary: PathBuf::from("ward-vmm"),
+            virtiofsd: PathBuf::from("virtiofsd"),
+        }
+    }
 }
 
 /// Which accelerator a backend may use.
@@ -45,9 +108,11 @@ impl Default for QemuConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HypervisorConfig {
-    pub backend: BackendKind,
+    /// Overridden by the environment variable WARD_HYPERVISOR.
+    pub backend: BackendChoice,
     pub accel: AccelChoice,
     pub qemu: QemuConfig,
+    pub builtin: BuiltinConfig,
     /// Where host facts are cached (the accelerator probe, the TSC frequency).
     pub cache_dir: PathBuf,
 }
@@ -55,9 +120,10 @@ pub struct HypervisorConfig {
 impl Default for HypervisorConfig {
     fn default() -> Self {
         HypervisorConfig {
-            backend: BackendKind::Qemu,
+            backend: BackendChoice::Auto,
             accel: AccelChoice::Auto,
             qemu: QemuConfig::default(),
+            builtin: BuiltinConfig::default(),
             cache_dir: PathBuf::from(crate::accel::DEFAULT_CACHE_DIR),
         }
     }

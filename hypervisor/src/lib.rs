@@ -6,6 +6,7 @@
 //! short-lived `ward` process) hands that record back to the same backend to stop the VM.
 
 pub mod accel;
+pub mod builtin;
 pub mod config;
 mod detach;
 pub mod process;
@@ -17,7 +18,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use accel::{Accel, KvmClass, ProbeReport};
-pub use config::{AccelChoice, BackendKind, HypervisorConfig, QemuConfig};
+pub use config::{
+    AccelChoice, BackendChoice, BackendKind, BuiltinConfig, HypervisorConfig, QemuConfig,
+};
 pub use process::ProcessRecord;
 pub use vsock::{VsockConnection, VsockEndpoint};
 
@@ -27,6 +30,29 @@ pub struct SharedDir {
     /// The tag the guest mounts it by (9p mount_tag, virtio-fs tag): at most 31 bytes.
     pub tag: String,
     pub host_path: PathBuf,
+    pub read_only: bool,
+}
+
+/// How a backend shares host directories: the file system type the guest mounts, with
+/// the share's tag as the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SharedFs {
+    /// virtio-9p (QEMU's built-in server).
+    #[default]
+    #[serde(rename = "9p")]
+    NineP,
+    /// virtio-fs (virtiofsd over vhost-user).
+    Virtiofs,
+}
+
+/// A block device to attach to a running VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpec {
+    /// 1 to 20 of [A-Za-z0-9_.-]: the name to detach it by, and the serial the guest
+    /// sees (/sys/block/vdX/serial).
+    pub id: String,
+    pub path: PathBuf,
     pub read_only: bool,
 }
 
@@ -60,6 +86,9 @@ pub struct VmInstance {
     pub console_log: PathBuf,
     /// What the backend decided, for logs and `ward check`: e.g. "qemu microvm tcg".
     pub description: String,
+    /// How the VM's shared directories are mounted in the guest.
+    #[serde(default)]
+    pub shared_fs: SharedFs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +135,13 @@ pub enum Error {
     Config(String),
     #[error("still running after SIGKILL: {0}")]
     Unkillable(String),
+    #[error("the {backend} backend cannot {what}")]
+    Unsupported {
+        backend: BackendKind,
+        what: &'static str,
+    },
+    #[error("VMM API: {0}")]
+    Api(String),
 }
 
 impl Error {
@@ -140,6 +176,30 @@ pub trait Hypervisor {
     fn connect(&self, vm: &VmInstance, port: u32) -> Result<VsockConnection> {
         vm.vsock.connect(port)
     }
+
+    /// Attaches a block device to the running guest.
+    fn add_disk(&self, _vm: &VmInstance, _disk: &DiskSpec) -> Result<()> {
+        Err(Error::Unsupported {
+            backend: self.kind(),
+            what: "hotplug block devices",
+        })
+    }
+
+    /// Detaches the block device attached as `id`.
+    fn remove_disk(&self, _vm: &VmInstance, _id: &str) -> Result<()> {
+        Err(Error::Unsupported {
+            backend: self.kind(),
+            what: "hot-unplug block devices",
+        })
+    }
+
+    /// Brings the guest to `count` online vCPUs.
+    fn set_vcpus(&self, _vm: &VmInstance, _count: u32) -> Result<()> {
+        Err(Error::Unsupported {
+            backend: self.kind(),
+            what: "hotplug vCPUs",
+        })
+    }
 }
 
 /// The last `lines` lines of the guest console, for errors about a VM that died.
@@ -155,12 +215,48 @@ pub fn console_tail(vm_console: &std::path::Path, lines: usize) -> String {
     }
 }
 
-/// Builds the backend named by `config`.
+/// The environment variable that overrides the configured backend.
+pub const BACKEND_ENV: &str = "WARD_HYPERVISOR";
+
+/// Decides the backend for a new VM: WARD_HYPERVISOR, else the configuration; `auto`
+/// takes the builtin VMM only where KVM runs guest kernel code at hardware speed (it has
+/// no emulator to fall back on) and ward-vmm is installed.
+pub fn choose_backend(config: &HypervisorConfig) -> Result<BackendKind> {
+    let choice = match std::env::var(BACKEND_ENV) {
+        Ok(value) if !value.is_empty() => value
+            .parse::<BackendChoice>()
+            .map_err(|e| Error::Config(format!("{BACKEND_ENV}: {e}")))?,
+        _ => config.backend,
+    };
+    Ok(match choice {
+        BackendChoice::Qemu => BackendKind::Qemu,
+        BackendChoice::Builtin => BackendKind::Builtin,
+        BackendChoice::Auto => {
+            let hardware = matches!(
+                accel::resolve(AccelChoice::Auto, &config.cache_dir),
+                Ok(Accel::Kvm)
+            );
+            if hardware && builtin::find_vmm(&config.builtin.binary).is_some() {
+                BackendKind::Builtin
+            } else {
+                BackendKind::Qemu
+            }
+        }
+    })
+}
+
+/// Builds the backend a new VM gets (see [`choose_backend`]).
 pub fn backend(config: &HypervisorConfig) -> Result<Box<dyn Hypervisor>> {
-    match config.backend {
+    backend_of(choose_backend(config)?, config)
+}
+
+/// Builds backend `kind`: for a VM that runs already, the kind its record names.
+pub fn backend_of(kind: BackendKind, config: &HypervisorConfig) -> Result<Box<dyn Hypervisor>> {
+    match kind {
         BackendKind::Qemu => Ok(Box::new(
             qemu::Qemu::new(config.qemu.clone(), config.accel)
                 .with_cache_dir(config.cache_dir.clone()),
         )),
+        BackendKind::Builtin => Ok(Box::new(builtin::Builtin::new(config.builtin.clone()))),
     }
 }

@@ -104,6 +104,7 @@ pub fn launch(qemu: &Qemu, vm: &VmConfig) -> Result<VmInstance> {
         control_socket: paths.qmp.clone(),
         console_log: paths.console.clone(),
         description: format!("qemu {machine} {accel}"),
+        shared_fs: crate::SharedFs::NineP,
     })
 }
 

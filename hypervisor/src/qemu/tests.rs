@@ -150,6 +150,7 @@ fn shutdown_cleans_up_what_is_left_and_succeeds_when_all_is_gone() {
         control_socket: paths.qmp.clone(),
         console_log: paths.console.clone(),
         description: "test".into(),
+        shared_fs: crate::SharedFs::NineP,
     };
     let qemu = Qemu::new(QemuConfig::default(), AccelChoice::Tcg);
     let start = Instant::now();

@@ -289,9 +289,13 @@ pub fn run(config: &Config) -> Report {
         &ward,
     ));
 
+    let backend = match ward_hypervisor::choose_backend(hv) {
+        Ok(kind) => kind.to_string(),
+        Err(e) => format!("none ({e})"),
+    };
     Report::new(
         items,
-        "qemu".to_string(),
+        backend,
         decision.accelerator.map(|a| a.to_string()),
         probe.class.to_string(),
         config.source.as_ref().map(|p| p.display().to_string()),

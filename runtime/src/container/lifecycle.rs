@@ -9,7 +9,7 @@ use std::time::Duration;
 use slog::{info, warn, Logger};
 use thiserror::Error;
 use ward_agent_protocol::agent::Storage;
-use ward_hypervisor::{ProcessRecord, SharedDir};
+use ward_hypervisor::{ProcessRecord, SharedDir, SharedFs};
 
 use super::bundle::{Bundle, BundleError};
 use super::guest_spec;
@@ -250,20 +250,11 @@ fn boot(
         .map_err(sandbox_err(&id))?;
     info!(ctx.log, "agent ready"; "container" => &id, "boot_ms" => started.elapsed().as_millis() as u64);
 
-    let nine_p = |tag: &str, mount_point: String| Storage {
-        source: tag.to_string(),
-        fstype: "9p".to_string(),
-        options: vec![
-            "trans=virtio".to_string(),
-            "version=9p2000.L".to_string(),
-            "msize=262144".to_string(),
-        ],
-        mount_point,
-        ..Default::default()
-    };
+    let shared_fs = sandbox.vm.shared_fs;
+    let share = |tag: &str, mount_point: String| shared_storage(shared_fs, tag, mount_point);
     let storages = vec![
-        nine_p(ROOTFS_TAG, rootfs_guest.clone()),
-        nine_p(SHARED_TAG, shared_guest.display().to_string()),
+        share(ROOTFS_TAG, rootfs_guest.clone()),
+        share(SHARED_TAG, shared_guest.display().to_string()),
     ];
     let spec_json = serde_json::to_vec(&guest.spec).map_err(|e| LifecycleError::Io {
         id: id.clone(),
@@ -274,6 +265,24 @@ fn boot(
         .create_container(&id, spec_json, storages, &rootfs_guest)
         .map_err(agent_err(&id))?;
     Ok((sandbox, agent))
+}
+
+/// How the guest mounts a directory the VM shares under `tag`.
+fn shared_storage(fs: SharedFs, tag: &str, mount_point: String) -> Storage {
+    let (fstype, options) = match fs {
+        SharedFs::NineP => (
+            "9p",
+            vec!["trans=virtio", "version=9p2000.L", "msize=262144"],
+        ),
+        SharedFs::Virtiofs => ("virtiofs", vec![]),
+    };
+    Storage {
+        source: tag.to_string(),
+        fstype: fstype.to_string(),
+        options: options.into_iter().map(str::to_string).collect(),
+        mount_point,
+        ..Default::default()
+    }
 }
 
 /// Stops every host process of the container that still runs. Never fails: what cannot be

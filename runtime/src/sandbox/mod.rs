@@ -76,7 +76,8 @@ impl Sandbox {
 
     /// Picks up a VM that an earlier command launched.
     pub fn attach(config: &Config, vm: VmInstance) -> Result<Sandbox, SandboxError> {
-        let hypervisor = ward_hypervisor::backend(&config.hypervisor)?;
+        // The backend that launched it, whatever a new VM would get now.
+        let hypervisor = ward_hypervisor::backend_of(vm.backend, &config.hypervisor)?;
         Ok(Sandbox { hypervisor, vm })
     }
 

@@ -1,0 +1,217 @@
+//! The builtin backend: ward's own VMM, `ward-vmm` (hypervisor/vmm), one process per VM,
+//! driven over its JSON control socket. Shared directories go through virtio-fs (one
+//! virtiofsd each); vsock is ward-vmm's own device with the same hybrid Unix-socket
+//! protocol as the qemu backend's helper, so the runtime's agent client cannot tell the
+//! backends apart.
+
+pub mod api;
+pub mod cmdline;
+pub mod paths;
+pub mod virtiofsd;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::detach::{find_binary, spawn_detached, Program};
+use crate::{
+    BackendKind, BuiltinConfig, DiskSpec, Error, Hypervisor, ProcessRecord, Result, SharedFs,
+    VmConfig, VmInstance, VsockEndpoint,
+};
+
+use api::ApiClient;
+use paths::RunPaths;
+
+/// How long ward-vmm may take to answer on its control socket after it starts.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most one API exchange may take; hotplug waits for the guest's answer.
+const API_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a process gets between SIGTERM and SIGKILL once the grace is over.
+const TERM_GRACE: Duration = Duration::from_secs(1);
+
+pub struct Builtin {
+    config: BuiltinConfig,
+}
+
+impl Builtin {
+    pub fn new(config: BuiltinConfig) -> Builtin {
+        Builtin { config }
+    }
+
+    fn api(&self, vm: &VmInstance) -> Result<ApiClient> {
+        ApiClient::connect(&vm.control_socket, API_TIMEOUT)
+    }
+}
+
+/// Finds ward-vmm: a path as given; a bare name next to the running program first (a
+/// build tree, or both installed side by side), then in PATH.
+pub fn find_vmm(binary: &Path) -> Option<PathBuf> {
+    if binary.components().count() == 1 {
+        let beside = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join(binary)));
+        if let Some(found) = beside.and_then(|p| find_binary(&p)) {
+            return Some(found);
+        }
+    }
+    find_binary(binary)
+}
+
+impl Hypervisor for Builtin {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Builtin
+    }
+
+    fn launch(&self, vm: &VmConfig) -> Result<VmInstance> {
+        for (what, path) in [("guest kernel", &vm.kernel), ("guest initrd", &vm.initrd)] {
+            if !path.is_file() {
+                return Err(Error::MissingAsset {
+                    what,
+                    path: path.clone(),
+                    hint: "build them with `make assets`",
+                });
+            }
+        }
+        let binary = find_vmm(&self.config.binary).ok_or_else(|| Error::MissingBinary {
+            binary: self.config.binary.display().to_string(),
+            hint: "build it with `cargo build -p ward-vmm` and install it next to ward".into(),
+        })?;
+        let vm = &absolute(vm)?;
+        let paths = RunPaths::new(&vm.run_dir);
+        paths.check_socket_lengths(vm.shared_dirs.len())?;
+        paths.remove_sockets(vm.shared_dirs.len())?;
+
+        let (mut processes, fs_sockets) =
+            virtiofsd::start_all(&self.config.virtiofsd, &vm.shared_dirs, &paths)?;
+        let args = cmdline::vmm_args(vm, &paths, &fs_sockets);
+        let started = (|| {
+            let program = Program::new("ward-vmm", &binary, &args, &paths.dir, &paths.vmm_log)?;
+            let pid = spawn_detached(&program)?;
+            ProcessRecord::of("ward-vmm", pid).ok_or_else(|| vmm_died(&paths))
+        })();
+        let vmm = match started {
+            Ok(vmm) => vmm,
+            Err(e) => {
+                virtiofsd::stop(&processes);
+                return Err(e);
+            }
+        };
+        processes.insert(0, vmm.clone());
+        if let Err(e) = wait_for_api(&paths, &vmm) {
+            stop_all(&processes);
+            return Err(e);
+        }
+        Ok(VmInstance {
+            backend: BackendKind::Builtin,
+            processes,
+            vsock: VsockEndpoint::Hybrid {
+                uds: paths.vsock.clone(),
+            },
+            control_socket: paths.api.clone(),
+            console_log: paths.console.clone(),
+            description: "builtin ward-vmm kvm".into(),
+            shared_fs: SharedFs::Virtiofs,
+        })
+    }
+
+    fn shutdown(&self, vm: &VmInstance, grace: Duration) -> Result<()> {
+        let deadline = Instant::now() + grace;
+        if let Some(vmm) = vm.processes.first().filter(|p| p.is_alive()) {
+            // A gone or wedged socket just means going straight to signals.
+            let timeout = grace.clamp(Duration::from_millis(100), Duration::from_secs(2));
+            if let Ok(mut api) = ApiClient::connect(&vm.control_socket, timeout) {
+                let _ = api.shutdown();
+            }
+            vmm.wait_gone(deadline.saturating_duration_since(Instant::now()));
+        }
+        let survivors = stop_all(&vm.processes);
+        if let Some(paths) = RunPaths::from_control_socket(&vm.control_socket) {
+            // Shared directories' sockets are virtiofsd's, gone with it; the rest are ours.
+            paths.remove_sockets(0)?;
+        }
+        if survivors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Unkillable(survivors.join(", ")))
+        }
+    }
+
+    fn add_disk(&self, vm: &VmInstance, disk: &DiskSpec) -> Result<()> {
+        let path = std::path::absolute(&disk.path)
+            .map_err(|e| Error::io(format!("resolving {}", disk.path.display()), e))?;
+        self.api(vm)?.add_disk(&disk.id, &path, disk.read_only)
+    }
+
+    fn remove_disk(&self, vm: &VmInstance, id: &str) -> Result<()> {
+        self.api(vm)?.remove_disk(id)
+    }
+
+    fn set_vcpus(&self, vm: &VmInstance, count: u32) -> Result<()> {
+        self.api(vm)?.set_vcpus(count)
+    }
+}
+
+fn absolute(vm: &VmConfig) -> Result<VmConfig> {
+    let absolute = |p: &Path| {
+        std::path::absolute(p).map_err(|e| Error::io(format!("resolving {}", p.display()), e))
+    };
+    let mut vm = vm.clone();
+    vm.run_dir = absolute(&vm.run_dir)?;
+    vm.kernel = absolute(&vm.kernel)?;
+    vm.initrd = absolute(&vm.initrd)?;
+    for dir in &mut vm.shared_dirs {
+        dir.host_path = absolute(&dir.host_path)?;
+    }
+    Ok(vm)
+}
+
+/// Waits until ward-vmm answers a ping, or has exited, or START_TIMEOUT passed.
+fn wait_for_api(paths: &RunPaths, vmm: &ProcessRecord) -> Result<()> {
+    let started = Instant::now();
+    let mut last = String::from("no socket yet");
+    loop {
+        if !vmm.is_alive() {
+            return Err(vmm_died(paths));
+        }
+        if paths.api.exists() {
+            match ApiClient::connect(&paths.api, Duration::from_secs(2)).and_then(|mut a| a.ping())
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        if started.elapsed() > START_TIMEOUT {
+            return Err(Error::Timeout {
+                what: "ward-vmm".into(),
+                secs: START_TIMEOUT.as_secs(),
+                detail: format!(
+                    "its control socket {} did not answer ({last}); its log {} ends with:\n{}",
+                    paths.api.display(),
+                    paths.vmm_log.display(),
+                    crate::console_tail(&paths.vmm_log, 20)
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Ends every process still alive (the VMM first); returns those that would not die.
+fn stop_all(processes: &[ProcessRecord]) -> Vec<String> {
+    processes
+        .iter()
+        .filter(|p| p.is_alive() && !p.terminate(TERM_GRACE))
+        .map(|p| format!("{} (pid {})", p.name, p.pid))
+        .collect()
+}
+
+fn vmm_died(paths: &RunPaths) -> Error {
+    Error::HelperDied {
+        what: "ward-vmm".into(),
+        status: "exited".into(),
+        detail: format!(
+            "its log {} ends with:\n{}",
+            paths.vmm_log.display(),
+            crate::console_tail(&paths.vmm_log, 20)
+        ),
+    }
+}

@@ -1,0 +1,142 @@
+//! virtiofsd: one per shared directory, serving it over vhost-user to ward-vmm's
+//! virtio-fs device. It ends by itself when the VMM disconnects; a launch that fails
+//! before that stops it by its record.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::detach::{find_binary, spawn_detached, Program};
+use crate::{Error, ProcessRecord, Result, SharedDir};
+
+use super::paths::RunPaths;
+
+/// How long virtiofsd may take to create its socket.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// virtiofsd's arguments for one directory.
+pub fn args(dir: &SharedDir, socket: &Path) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--socket-path".into(),
+        socket.into(),
+        "--shared-dir".into(),
+        dir.host_path.clone().into(),
+        // Host files change under the guest (bind sources, the engine's writes): never
+        // let the guest cache stale data or metadata.
+        "--cache".into(),
+        "never".into(),
+        // Bind mounts below the shared directory get their own inode numbers space.
+        "--announce-submounts".into(),
+    ];
+    if dir.read_only {
+        args.push("--readonly".into());
+    }
+    args
+}
+
+/// Starts virtiofsd for every shared directory and waits for their sockets.
+pub fn start_all(
+    binary: &Path,
+    dirs: &[SharedDir],
+    paths: &RunPaths,
+) -> Result<(Vec<ProcessRecord>, Vec<PathBuf>)> {
+    if dirs.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let path = find_binary(binary).ok_or_else(|| Error::MissingBinary {
+        binary: binary.display().to_string(),
+        hint: "install it with `cargo install virtiofsd` (the builtin backend shares \
+               directories with virtio-fs)"
+            .to_string(),
+    })?;
+    let mut records = Vec::new();
+    let mut sockets = Vec::new();
+    for (n, dir) in dirs.iter().enumerate() {
+        let socket = paths.fs_socket(n);
+        let log = paths.fs_log(n);
+        let started = (|| {
+            let program = Program::new("virtiofsd", &path, &args(dir, &socket), &paths.dir, &log)?;
+            let pid = spawn_detached(&program)?;
+            let record =
+                ProcessRecord::of("virtiofsd", pid).ok_or_else(|| died(&log, "exited at once"))?;
+            wait_for_socket(&record, &socket, &log)?;
+            Ok(record)
+        })();
+        match started {
+            Ok(record) => {
+                records.push(record);
+                sockets.push(socket);
+            }
+            Err(e) => {
+                stop(&records);
+                return Err(e);
+            }
+        }
+    }
+    Ok((records, sockets))
+}
+
+/// Stops helpers of a launch that failed.
+pub fn stop(records: &[ProcessRecord]) {
+    for record in records {
+        record.terminate(Duration::from_secs(1));
+    }
+}
+
+fn wait_for_socket(record: &ProcessRecord, socket: &Path, log: &Path) -> Result<()> {
+    let started = Instant::now();
+    while !socket.exists() {
+        if !record.is_alive() {
+            return Err(died(log, "exited"));
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            record.terminate(Duration::from_secs(1));
+            return Err(Error::Timeout {
+                what: "virtiofsd".into(),
+                secs: READY_TIMEOUT.as_secs(),
+                detail: format!(
+                    "no socket {}; its log {} ends with:\n{}",
+                    socket.display(),
+                    log.display(),
+                    crate::console_tail(log, 20)
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+fn died(log: &Path, status: &str) -> Error {
+    Error::HelperDied {
+        what: "virtiofsd".into(),
+        status: status.into(),
+        detail: format!(
+            "its log {} ends with:\n{}",
+            log.display(),
+            crate::console_tail(log, 20)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_only_shares_are_read_only_in_virtiofsd() {
+        let dir = SharedDir {
+            tag: "t".into(),
+            host_path: "/srv".into(),
+            read_only: true,
+        };
+        let args: Vec<String> = args(&dir, Path::new("/s.sock"))
+            .iter()
+            .map(|a| a.to_string_lossy().into())
+            .collect();
+        assert_eq!(
+            args[..4],
+            ["--socket-path", "/s.sock", "--shared-dir", "/srv"]
+        );
+        assert!(args.contains(&"--readonly".to_string()));
+    }
+}
