@@ -1,0 +1,231 @@
+//! Boot benchmark of the backends, run by `tools/bench`: for each backend, boots ward's
+//! guest (kernel + initramfs with the agent) `--runs` times and reports
+//! - the time from launch to the guest's first serial byte,
+//! - the time from launch to the agent accepting a vsock connection on its port,
+//! - the VMM process's memory once the agent is up: VmRSS, the guest memory it has
+//!   touched (RssShmem: both backends back guest RAM with a memfd) and the rest, the
+//!   VMM's own overhead (RssAnon + RssFile).
+//!
+//! ```text
+//! cargo run --release -p ward-hypervisor --example vm_bench -- \
+//!     --kernel build/guest/vmlinux --initrd build/guest/initrd.img \
+//!     [--backends builtin,qemu] [--runs 3] [--memory 256] [--vcpus 1] [--json FILE]
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use ward_hypervisor::{backend_of, BackendKind, HypervisorConfig, VmConfig};
+
+/// The agent's ttrpc port (ward_agent_protocol::AGENT_VSOCK_PORT).
+const AGENT_PORT: u32 = 1024;
+/// Emulated KVM boots take minutes here; give up after this.
+const BOOT_LIMIT: Duration = Duration::from_secs(600);
+
+struct Options {
+    kernel: PathBuf,
+    initrd: PathBuf,
+    backends: Vec<BackendKind>,
+    runs: usize,
+    memory_mib: u32,
+    vcpus: u32,
+    json: Option<PathBuf>,
+}
+
+fn parse() -> Result<Options, String> {
+    let mut o = Options {
+        kernel: "build/guest/vmlinux".into(),
+        initrd: "build/guest/initrd.img".into(),
+        backends: vec![BackendKind::Builtin, BackendKind::Qemu],
+        runs: 3,
+        memory_mib: 256,
+        vcpus: 1,
+        json: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--kernel" => o.kernel = value.into(),
+            "--initrd" => o.initrd = value.into(),
+            "--runs" => o.runs = value.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--memory" => o.memory_mib = value.parse().map_err(|e| format!("--memory: {e}"))?,
+            "--vcpus" => o.vcpus = value.parse().map_err(|e| format!("--vcpus: {e}"))?,
+            "--json" => o.json = Some(value.into()),
+            "--backends" => {
+                o.backends = value
+                    .split(',')
+                    .map(|b| match b {
+                        "builtin" => Ok(BackendKind::Builtin),
+                        "qemu" => Ok(BackendKind::Qemu),
+                        other => Err(format!("unknown backend {other}")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    Ok(o)
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Sample {
+    first_serial_ms: Option<u64>,
+    agent_ready_ms: u64,
+    vmm_rss_kib: u64,
+    guest_touched_kib: u64,
+    vmm_overhead_kib: u64,
+}
+
+/// `key:   N kB` from /proc/PID/status.
+fn status_kib(pid: i32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn boot_once(kind: BackendKind, o: &Options, n: usize) -> Result<Sample, String> {
+    let hypervisor =
+        backend_of(kind, &HypervisorConfig::default()).map_err(|e| format!("{kind}: {e}"))?;
+    let run_dir = PathBuf::from(format!("/tmp/ward-bench-{kind}-{n}"));
+    let _ = std::fs::remove_dir_all(&run_dir);
+    std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+    let config = VmConfig {
+        id: format!("bench-{kind}-{n}"),
+        run_dir: run_dir.clone(),
+        kernel: o.kernel.clone(),
+        initrd: o.initrd.clone(),
+        extra_kernel_params: String::new(),
+        vcpus: o.vcpus,
+        memory_mib: o.memory_mib,
+        shared_dirs: Vec::new(),
+    };
+    let start = Instant::now();
+    let vm = hypervisor
+        .launch(&config)
+        .map_err(|e| format!("{kind}: launch: {e}"))?;
+    // Watched on its own thread: a vsock connect may block while the guest boots.
+    let console = vm.console_log.clone();
+    let serial_watch = std::thread::spawn(move || loop {
+        if std::fs::metadata(&console).is_ok_and(|m| m.len() > 0) {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > BOOT_LIMIT {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    });
+    let mut serial_watch = Some(serial_watch);
+    let result = loop {
+        let now = start.elapsed();
+        if hypervisor.connect(&vm, AGENT_PORT).is_ok() {
+            let now = start.elapsed();
+            let first_serial = serial_watch.take().and_then(|w| w.join().ok().flatten());
+            let pid = vm.processes[0].pid;
+            let rss = status_kib(pid, "VmRSS");
+            let shmem = status_kib(pid, "RssShmem");
+            break Ok(Sample {
+                first_serial_ms: first_serial.map(|d| d.as_millis() as u64),
+                agent_ready_ms: now.as_millis() as u64,
+                vmm_rss_kib: rss,
+                guest_touched_kib: shmem,
+                vmm_overhead_kib: rss.saturating_sub(shmem),
+            });
+        }
+        if !hypervisor.is_running(&vm) {
+            break Err(format!(
+                "{kind}: the VM exited; console:\n{}",
+                ward_hypervisor::console_tail(&vm.console_log, 20)
+            ));
+        }
+        if now > BOOT_LIMIT {
+            break Err(format!("{kind}: no agent after {} s", BOOT_LIMIT.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = hypervisor.shutdown(&vm, Duration::from_secs(3));
+    let _ = std::fs::remove_dir_all(&run_dir);
+    result
+}
+
+fn median(mut values: Vec<u64>) -> u64 {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or(0)
+}
+
+fn main() -> ExitCode {
+    let o = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("vm_bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut report = serde_json::Map::new();
+    println!(
+        "{:<8} {:>4} {:>14} {:>14} {:>12} {:>14} {:>14}",
+        "backend", "runs", "first-serial", "agent-ready", "VMM RSS", "guest touched", "VMM overhead"
+    );
+    let mut failed = false;
+    for kind in &o.backends {
+        let mut samples = Vec::new();
+        for n in 0..o.runs {
+            match boot_once(*kind, &o, n) {
+                Ok(s) => samples.push(s),
+                Err(e) => {
+                    eprintln!("vm_bench: {e}");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if samples.is_empty() {
+            continue;
+        }
+        let pick = |f: fn(&Sample) -> u64| median(samples.iter().map(f).collect());
+        let serial = pick(|s| s.first_serial_ms.unwrap_or(0));
+        let agent = pick(|s| s.agent_ready_ms);
+        let rss = pick(|s| s.vmm_rss_kib);
+        let touched = pick(|s| s.guest_touched_kib);
+        let overhead = pick(|s| s.vmm_overhead_kib);
+        println!(
+            "{:<8} {:>4} {:>11} ms {:>11} ms {:>8} KiB {:>10} KiB {:>10} KiB",
+            kind.as_str(),
+            samples.len(),
+            serial,
+            agent,
+            rss,
+            touched,
+            overhead
+        );
+        report.insert(
+            kind.as_str().to_string(),
+            serde_json::json!({
+                "runs": samples,
+                "median": {
+                    "first_serial_ms": serial,
+                    "agent_ready_ms": agent,
+                    "vmm_rss_kib": rss,
+                    "guest_touched_kib": touched,
+                    "vmm_overhead_kib": overhead,
+                },
+            }),
+        );
+    }
+    if let Some(path) = &o.json {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("vm_bench: writing {}: {e}", path.display());
+            failed = true;
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
