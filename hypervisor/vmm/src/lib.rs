@@ -1,5 +1,7 @@
 //! ward-vmm: one process per sandbox, running one microVM on KVM.
 
+pub mod acpi;
+pub mod api;
 pub mod arch;
 pub mod boot;
 pub mod bus;

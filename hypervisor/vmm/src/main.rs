@@ -47,10 +47,17 @@ struct Cli {
     /// A virtio-rng device fed from the host's getrandom.
     #[arg(long)]
     rng: bool,
-    /// Describe the machine with an MP-less, ACPI-less legacy layout instead of ACPI
-    /// tables (virtio devices on the kernel command line; no hotplug).
+    /// A vhost-user virtio-fs share: tag=TAG,socket=PATH (virtiofsd's socket). Repeatable.
+    #[arg(long)]
+    fs: Vec<String>,
+    /// No ACPI tables: the guest gets `acpi=off` and the virtio devices on its command
+    /// line; one vCPU, no hotplug, no graceful shutdown. For debugging.
     #[arg(long)]
     no_acpi: bool,
+    /// The host's KVM emulates guest ring 0 (PVM-style hosts): keep the guest kernel off
+    /// instructions KVM's emulator lacks (adds `noxsave clearcpuid=...`).
+    #[arg(long)]
+    emulated_ring0: bool,
     /// Log level on stderr: error, warning, info, debug.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -98,7 +105,14 @@ fn main() -> ExitCode {
             disks: cli.disk,
         },
         acpi: !cli.no_acpi,
+        emulated_ring0: cli.emulated_ring0,
     };
+    if let Some(spec) = cli.fs.first() {
+        let msg = format!("--fs {spec}: virtio-fs (vhost-user) is not available in this build");
+        error!(log, "unsupported device"; "error" => &msg);
+        eprintln!("ward-vmm: {msg}");
+        return ExitCode::FAILURE;
+    }
     let result = Vmm::new(config, log.clone()).and_then(|vmm| vmm.run());
     match result {
         Ok(ExitReason::PowerOff) | Ok(ExitReason::Reboot(_)) => ExitCode::SUCCESS,

@@ -1,23 +1,35 @@
-//! The assembled machine: guest memory, the KVM VM, legacy and virtio devices on their
-//! buses, the vCPU threads, and the main thread's event loop that waits for the guest
-//! to stop (or for API requests) and tears everything down.
+//! The assembled machine: guest memory, the KVM VM, legacy, virtio and hotplug devices
+//! on their buses, the vCPU threads, and the main thread's event loop that serves the
+//! API, acts on guest ejects, waits for the guest to stop and tears everything down.
+
+mod virtio;
 
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
-use slog::{info, Logger};
+use serde_json::json;
+use slog::{info, warn, Logger};
+use vm_memory::GuestMemoryAtomic;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
 
-use crate::arch::x86_64::layout;
+use crate::acpi;
+use crate::api::{self, protocol::DEFAULT_SHUTDOWN_GRACE_MS, ApiServer, Reply, Request};
+use crate::arch::x86_64::{layout, regs::EntryMode};
 use crate::boot;
 use crate::bus::{self, Bus};
-use crate::config::DeviceConfig;
+use crate::config::{DeviceConfig, DiskConfig};
+use crate::devices::hotplug::cpu::{SelectorBlock, Shared, UnitState};
+use crate::devices::hotplug::ged::{self, Ged, GedNotifier};
 use crate::devices::legacy::{i8042::I8042, serial::SerialDevice};
+use crate::devices::virtio::GuestMem;
 use crate::vstate::memory::{self, GuestRam};
 use crate::vstate::vcpu::{self, ExitReason, ExitSignal, Vcpu, VcpuContext, VcpuHandle};
 use crate::vstate::vm::{self, Vm};
+
+use virtio::{VirtioKind, VirtioSlot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -33,6 +45,12 @@ pub enum Error {
     Bus(#[from] bus::Error),
     #[error(transparent)]
     Serial(#[from] crate::devices::legacy::serial::Error),
+    #[error(transparent)]
+    Acpi(#[from] acpi::Error),
+    #[error(transparent)]
+    Api(#[from] api::Error),
+    #[error(transparent)]
+    Virtio(#[from] virtio::Error),
     #[error("reading KVM's supported CPUID: {0}")]
     Cpuid(#[source] kvm_ioctls::Error),
     #[error("{vcpus} vCPUs requested, {max} at most (1 to 255, and no more than --max-vcpus)")]
@@ -45,6 +63,8 @@ pub enum Error {
     },
     #[error("writing the test payload into guest memory: {0}")]
     Payload(#[source] vm_memory::GuestMemoryError),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl Error {
@@ -78,22 +98,44 @@ pub struct VmmConfig {
     pub api_socket: Option<PathBuf>,
     pub devices: DeviceConfig,
     /// Describe the machine with ACPI tables (else the guest gets `acpi=off` and the
-    /// virtio devices on its command line).
+    /// virtio devices on its command line, one vCPU and no hotplug).
     pub acpi: bool,
+    /// The host's KVM emulates guest ring 0 (PVM): see `boot::cmdline::EMULATED_RING0`.
+    pub emulated_ring0: bool,
+}
+
+/// virtio-mmio slots kept free for `add_disk`.
+const HOTPLUG_SLOTS: u32 = 8;
+
+/// The CPU and slot hotplug state the guest's AML reads, and what to tell it.
+struct Hotplug {
+    ged: GedNotifier,
+    cpus: Arc<Mutex<Shared>>,
+    cpu_eject: Arc<EventFd>,
+    slots: Arc<Mutex<Shared>>,
+    slot_eject: Arc<EventFd>,
 }
 
 pub struct Vmm {
     log: Logger,
     vm: Vm,
     ram: GuestRam,
+    mem: GuestMem,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
     exit: Arc<ExitSignal>,
     cpuid: CpuId,
     max_vcpus: u32,
-    vcpus: Vec<VcpuHandle>,
-    /// Boot vCPU, configured but not yet started.
-    pending: Vec<Vcpu>,
+    /// Running vCPU threads, by APIC ID.
+    vcpus: Vec<Option<VcpuHandle>>,
+    /// Stopped vCPUs (not started yet, or ejected), by APIC ID.
+    parked: Vec<Option<Vcpu>>,
+    /// Occupied virtio-mmio slots.
+    virtio: Vec<VirtioSlot>,
+    first_hotplug_slot: u32,
+    hotplug: Option<Hotplug>,
+    api: Option<ApiServer>,
+    api_path: Option<PathBuf>,
 }
 
 impl Vmm {
@@ -105,7 +147,13 @@ impl Vmm {
                 max: config.max_vcpus.min(255),
             });
         }
+        if !config.acpi && config.vcpus > 1 {
+            return Err(Error::Unsupported(
+                "without ACPI the guest finds only vCPU 0: use --vcpus 1 or drop --no-acpi".into(),
+            ));
+        }
         let ram = GuestRam::new(u64::from(config.memory_mib))?;
+        let mem = GuestMemoryAtomic::new(ram.mem.clone());
         let vm = Vm::new()?;
         vm.register_memory(&ram.mem)?;
         let exit = Arc::new(ExitSignal::new().map_err(Error::io("creating the exit eventfd"))?);
@@ -136,34 +184,32 @@ impl Vmm {
             log,
             vm,
             ram,
+            mem,
             pio,
             mmio,
             exit,
             cpuid,
             max_vcpus: config.max_vcpus,
-            vcpus: Vec::new(),
-            pending: Vec::new(),
+            vcpus: (0..config.max_vcpus).map(|_| None).collect(),
+            parked: (0..config.max_vcpus).map(|_| None).collect(),
+            virtio: Vec::new(),
+            first_hotplug_slot: 0,
+            hotplug: None,
+            api: None,
+            api_path: config.api_socket.clone(),
         };
+
+        vmm.add_boot_devices(&config.devices)?;
+        if config.acpi {
+            vmm.add_hotplug_devices(config.vcpus)?;
+        }
 
         let entry = match &config.payload {
             Payload::Linux {
                 kernel,
                 initrd,
                 cmdline,
-            } => {
-                let cmdline = boot::cmdline::compose(cmdline);
-                info!(vmm.log, "loading the guest"; "kernel" => %kernel.display(), "cmdline" => &cmdline);
-                boot::load(
-                    &vmm.ram.mem,
-                    &vmm.ram.ranges,
-                    &boot::BootSource {
-                        kernel,
-                        initrd: initrd.as_deref(),
-                        cmdline: &cmdline,
-                    },
-                    None,
-                )?
-            }
+            } => vmm.load_linux(&config, kernel, initrd.as_deref(), cmdline)?,
             Payload::Raw { code, addr } => {
                 use vm_memory::{Bytes, GuestAddress};
                 vmm.ram
@@ -172,7 +218,7 @@ impl Vmm {
                     .map_err(Error::Payload)?;
                 boot::BootEntry {
                     addr: *addr,
-                    mode: crate::arch::x86_64::regs::EntryMode::Linux64 {
+                    mode: EntryMode::Linux64 {
                         zero_page: layout::ZERO_PAGE_START,
                     },
                 }
@@ -184,9 +230,152 @@ impl Vmm {
             if id == 0 {
                 vcpu.set_boot_state(&vmm.ram.mem, entry.addr, entry.mode)?;
             }
-            vmm.pending.push(vcpu);
+            vmm.parked[id as usize] = Some(vcpu);
         }
         Ok(vmm)
+    }
+
+    fn load_linux(
+        &mut self,
+        config: &VmmConfig,
+        kernel: &std::path::Path,
+        initrd: Option<&std::path::Path>,
+        extra: &str,
+    ) -> Result<boot::BootEntry, Error> {
+        let mut machine: Vec<String> = Vec::new();
+        if config.emulated_ring0 {
+            machine.push(boot::cmdline::EMULATED_RING0.to_string());
+        }
+        let rsdp = if config.acpi {
+            let cfg = acpi::DsdtConfig {
+                boot_vcpus: config.vcpus,
+                max_vcpus: config.max_vcpus,
+                virtio: self
+                    .virtio
+                    .iter()
+                    .map(|s| acpi::VirtioAcpiDevice {
+                        base: s.base,
+                        irq: s.irq,
+                    })
+                    .collect(),
+                hotplug_slots: HOTPLUG_SLOTS,
+            };
+            Some(acpi::write_tables(&self.ram.mem, &cfg)?)
+        } else {
+            // No tables: the guest must not look for them, and finds the virtio devices
+            // on its command line.
+            machine.push("acpi=off".into());
+            for s in &self.virtio {
+                machine.push(format!("virtio_mmio.device=4K@{:#x}:{}", s.base, s.irq));
+            }
+            None
+        };
+        let refs: Vec<&str> = machine.iter().map(String::as_str).collect();
+        let cmdline = boot::cmdline::compose(&refs, extra);
+        info!(self.log, "loading the guest"; "kernel" => %kernel.display(), "cmdline" => &cmdline);
+        Ok(boot::load(
+            &self.ram.mem,
+            &self.ram.ranges,
+            &boot::BootSource {
+                kernel,
+                initrd,
+                cmdline: &cmdline,
+            },
+            rsdp,
+        )?)
+    }
+
+    fn add_boot_devices(&mut self, devices: &DeviceConfig) -> Result<(), Error> {
+        let mut kinds = Vec::new();
+        if let Some(v) = &devices.vsock {
+            kinds.push(VirtioKind::Vsock(v.clone()));
+        }
+        for d in &devices.disks {
+            if devices.disks.iter().filter(|o| o.id == d.id).count() > 1 {
+                return Err(Error::Unsupported(format!("disk id {:?} used twice", d.id)));
+            }
+            kinds.push(VirtioKind::Block(d.clone()));
+        }
+        if devices.rng {
+            kinds.push(VirtioKind::Rng);
+        }
+        for kind in kinds {
+            let slot = self.virtio.len() as u32;
+            let dev = VirtioSlot::create(&self.vm, &self.mem, &self.mmio, slot, kind)?;
+            info!(self.log, "virtio device"; "device" => dev.describe(), "base" => format!("{:#x}", dev.base), "irq" => dev.irq);
+            self.virtio.push(dev);
+        }
+        self.first_hotplug_slot = self.virtio.len() as u32;
+        Ok(())
+    }
+
+    fn add_hotplug_devices(&mut self, boot_vcpus: u32) -> Result<(), Error> {
+        let irq = Arc::new(
+            EventFd::new(libc::EFD_NONBLOCK).map_err(Error::io("creating the GED eventfd"))?,
+        );
+        self.vm.register_irqfd(&irq, layout::IRQ_GED)?;
+        let (ged, notifier) = Ged::new(irq, self.exit.clone());
+        self.mmio.insert(
+            "ged",
+            layout::GED_START,
+            layout::GED_SIZE,
+            Arc::new(Mutex::new(ged)),
+        )?;
+
+        let cpus = Arc::new(Mutex::new(Shared {
+            units: (0..self.max_vcpus)
+                .map(|id| UnitState {
+                    present: id < boot_vcpus,
+                    ..Default::default()
+                })
+                .collect(),
+            ejected: Vec::new(),
+        }));
+        let cpu_eject = Arc::new(
+            EventFd::new(libc::EFD_NONBLOCK)
+                .map_err(Error::io("creating the CPU eject eventfd"))?,
+        );
+        self.mmio.insert(
+            "cpu-hotplug",
+            layout::CPU_HOTPLUG_START,
+            layout::CPU_HOTPLUG_SIZE,
+            Arc::new(Mutex::new(SelectorBlock::new(
+                cpus.clone(),
+                cpu_eject.clone(),
+            ))),
+        )?;
+
+        let total_slots = self.first_hotplug_slot + HOTPLUG_SLOTS;
+        let slots = Arc::new(Mutex::new(Shared {
+            units: (0..total_slots)
+                .map(|n| UnitState {
+                    present: n < self.first_hotplug_slot,
+                    ..Default::default()
+                })
+                .collect(),
+            ejected: Vec::new(),
+        }));
+        let slot_eject = Arc::new(
+            EventFd::new(libc::EFD_NONBLOCK)
+                .map_err(Error::io("creating the slot eject eventfd"))?,
+        );
+        self.mmio.insert(
+            "slot-hotplug",
+            layout::SLOT_HOTPLUG_START,
+            layout::SLOT_HOTPLUG_SIZE,
+            Arc::new(Mutex::new(SelectorBlock::new(
+                slots.clone(),
+                slot_eject.clone(),
+            ))),
+        )?;
+        self.hotplug = Some(Hotplug {
+            ged: notifier,
+            cpus,
+            cpu_eject,
+            slots,
+            slot_eject,
+        });
+        Ok(())
     }
 
     fn vcpu_context(&self) -> VcpuContext {
@@ -195,67 +384,335 @@ impl Vmm {
             mmio: self.mmio.clone(),
             exit: self.exit.clone(),
             log: self.log.clone(),
+            mem: self.ram.mem.clone(),
+        }
+    }
+
+    fn start_vcpu(&mut self, id: u32) -> Result<(), Error> {
+        let vcpu = match self.parked[id as usize].take() {
+            Some(v) => v,
+            None => Vcpu::new(&self.vm, id, &self.cpuid, self.max_vcpus)?,
+        };
+        let handle = vcpu.start(self.vcpu_context())?;
+        self.vcpus[id as usize] = Some(handle);
+        Ok(())
+    }
+
+    fn stop_vcpu(&mut self, id: u32) {
+        if let Some(h) = self.vcpus.get_mut(id as usize).and_then(Option::take) {
+            self.parked[id as usize] = h.stop();
         }
     }
 
     /// Runs the guest until it stops; returns why.
     pub fn run(mut self) -> Result<ExitReason, Error> {
         vcpu::install_kick_handler()?;
-        let epoll = Epoll::new().map_err(Error::io("creating the main epoll"))?;
-        const EXIT_TOKEN: u64 = 1;
-        epoll
-            .ctl(
-                ControlOperation::Add,
-                self.exit.eventfd().as_raw_fd(),
-                EpollEvent::new(EventSet::IN, EXIT_TOKEN),
-            )
-            .map_err(Error::io("watching the exit eventfd"))?;
-
-        let ctx = self.vcpu_context();
-        for vcpu in std::mem::take(&mut self.pending) {
-            let handle = vcpu.start(ctx.clone())?;
-            self.vcpus.push(handle);
+        if let Some(path) = &self.api_path {
+            self.api = Some(ApiServer::start(path, self.log.clone())?);
         }
-        info!(self.log, "guest started"; "vcpus" => self.vcpus.len(), "memory_mib" => self.ram.size() >> 20);
+        let epoll = Epoll::new().map_err(Error::io("creating the main epoll"))?;
+        const EXIT: u64 = 1;
+        const API: u64 = 2;
+        const CPU_EJECT: u64 = 3;
+        const SLOT_EJECT: u64 = 4;
+        let watch = |fd: i32, token: u64| {
+            epoll
+                .ctl(
+                    ControlOperation::Add,
+                    fd,
+                    EpollEvent::new(EventSet::IN, token),
+                )
+                .map_err(Error::io("watching an eventfd in the main loop"))
+        };
+        watch(self.exit.eventfd().as_raw_fd(), EXIT)?;
+        if let Some(api) = &self.api {
+            watch(api.wake.as_raw_fd(), API)?;
+        }
+        if let Some(h) = &self.hotplug {
+            watch(h.cpu_eject.as_raw_fd(), CPU_EJECT)?;
+            watch(h.slot_eject.as_raw_fd(), SLOT_EJECT)?;
+        }
+
+        let boot: Vec<u32> = (0..self.max_vcpus)
+            .filter(|&id| self.parked[id as usize].is_some())
+            .collect();
+        for id in boot {
+            self.start_vcpu(id)?;
+        }
+        info!(self.log, "guest started"; "vcpus" => self.online_vcpus(), "memory_mib" => self.ram.size() >> 20);
 
         let mut events = vec![EpollEvent::default(); 8];
-        let reason = loop {
+        let reason = 'main: loop {
             let n = match epoll.wait(-1, &mut events) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => break ExitReason::Error(format!("main loop epoll_wait: {e}")),
             };
-            if events[..n].iter().any(|e| e.data() == EXIT_TOKEN) {
-                let _ = self.exit.eventfd().read();
-                if let Some(reason) = self.exit.reason() {
-                    break reason;
+            for ev in &events[..n] {
+                match ev.data() {
+                    EXIT => {
+                        let _ = self.exit.eventfd().read();
+                        if let Some(reason) = self.exit.reason() {
+                            break 'main reason;
+                        }
+                    }
+                    API => self.serve_api(),
+                    CPU_EJECT => self.finish_cpu_ejects(),
+                    SLOT_EJECT => self.finish_slot_ejects(),
+                    _ => {}
                 }
             }
         };
-        self.stop_vcpus();
+        self.stop_all();
         info!(self.log, "guest stopped"; "reason" => format!("{reason:?}"));
         Ok(reason)
     }
 
-    fn stop_vcpus(&mut self) {
-        for h in &self.vcpus {
+    fn stop_all(&mut self) {
+        for h in self.vcpus.iter().flatten() {
             h.kick();
         }
-        for h in self.vcpus.drain(..) {
-            let _ = h.stop();
+        for id in 0..self.max_vcpus {
+            self.stop_vcpu(id);
+        }
+        // Drops the listener's socket file; device workers stop with their devices.
+        self.api = None;
+        self.virtio.clear();
+    }
+
+    fn online_vcpus(&self) -> usize {
+        self.vcpus.iter().flatten().count()
+    }
+
+    fn serve_api(&mut self) {
+        let Some(api) = &self.api else {
+            return;
+        };
+        let _ = api.wake.read();
+        let calls: Vec<api::Call> = api.calls.try_iter().collect();
+        for call in calls {
+            let reply = self.handle(call.request);
+            let _ = call.reply.send(reply);
         }
     }
 
-    /// The serial log path is kept by the device; expose the layout for tests.
-    pub fn guest_memory(&self) -> &memory::GuestMemoryMmap {
-        &self.ram.mem
+    fn handle(&mut self, request: Request) -> Reply {
+        match request {
+            Request::Ping => Reply::ok(),
+            Request::Info => Reply::Ok(self.info()),
+            Request::Shutdown { grace_ms } => {
+                self.shutdown(grace_ms.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS))
+            }
+            Request::SetVcpus { count } => self
+                .set_vcpus(count)
+                .map_or_else(Reply::Err, |()| Reply::ok()),
+            Request::AddDisk { id, path, readonly } => self
+                .add_disk(DiskConfig { id, path, readonly })
+                .map_or_else(Reply::Err, |()| Reply::ok()),
+            Request::RemoveDisk { id } => self
+                .remove_disk(&id)
+                .map_or_else(Reply::Err, |()| Reply::ok()),
+        }
     }
-}
 
-/// Removes `path` if it exists.
-pub fn remove_file_if_exists(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+    fn info(&self) -> serde_json::Value {
+        let disks: Vec<serde_json::Value> = self
+            .virtio
+            .iter()
+            .filter_map(|s| match &s.kind {
+                VirtioKind::Block(d) => Some(json!({
+                    "id": d.id,
+                    "path": d.path,
+                    "readonly": d.readonly,
+                    "state": if s.removing { "removing" } else { "attached" },
+                })),
+                _ => None,
+            })
+            .collect();
+        json!({
+            "state": "running",
+            "vcpus": {"online": self.online_vcpus(), "max": self.max_vcpus},
+            "memory_mib": self.ram.size() >> 20,
+            "disks": disks,
+            "acpi": self.hotplug.is_some(),
+        })
+    }
+
+    fn shutdown(&mut self, grace_ms: u64) -> Reply {
+        let graceful = match &self.hotplug {
+            Some(h) if grace_ms > 0 => h.ged.notify(ged::EVENT_SHUTDOWN).is_ok(),
+            _ => false,
+        };
+        if !graceful {
+            self.exit.request(ExitReason::PowerOff);
+            return Reply::Ok(json!({"graceful": false}));
+        }
+        // The guest powers off by itself (ACPI S5) or is stopped when the grace is over.
+        let exit = self.exit.clone();
+        let timer = std::thread::Builder::new()
+            .name("shutdown-grace".into())
+            .spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(grace_ms));
+                exit.request(ExitReason::PowerOff);
+            });
+        if timer.is_err() {
+            self.exit.request(ExitReason::PowerOff);
+        }
+        Reply::Ok(json!({"graceful": true, "grace_ms": grace_ms}))
+    }
+
+    fn set_vcpus(&mut self, count: u32) -> Result<(), String> {
+        let Some(h) = &self.hotplug else {
+            return Err("vCPU hotplug needs ACPI (ward-vmm was started with --no-acpi)".into());
+        };
+        if count == 0 || count > self.max_vcpus {
+            return Err(format!(
+                "count must be 1 to {} (--max-vcpus)",
+                self.max_vcpus
+            ));
+        }
+        let online = self.online_vcpus() as u32;
+        let cpus = h.cpus.clone();
+        let ged = h.ged.clone();
+        if count > online {
+            for id in 0..count {
+                if self.vcpus[id as usize].is_some() {
+                    continue;
+                }
+                self.start_vcpu(id).map_err(|e| e.to_string())?;
+                let mut s = cpus.lock().unwrap_or_else(|e| e.into_inner());
+                s.units[id as usize] = UnitState {
+                    present: true,
+                    inserting: true,
+                    removing: false,
+                };
+            }
+        } else {
+            let mut s = cpus.lock().unwrap_or_else(|e| e.into_inner());
+            // The highest IDs go first; vCPU 0 never does.
+            for id in (count.max(1)..self.max_vcpus).rev() {
+                if s.units[id as usize].present {
+                    s.units[id as usize].removing = true;
+                }
+            }
+        }
+        ged.notify(ged::EVENT_CPU)
+            .map_err(|e| format!("signalling the guest: {e}"))?;
+        info!(self.log, "vCPU count change requested"; "from" => online, "to" => count);
+        Ok(())
+    }
+
+    /// The guest ejected CPUs (after offlining them): stop their threads.
+    fn finish_cpu_ejects(&mut self) {
+        let Some(h) = &self.hotplug else {
+            return;
+        };
+        let _ = h.cpu_eject.read();
+        let ejected: Vec<u32> = {
+            let mut s = h.cpus.lock().unwrap_or_else(|e| e.into_inner());
+            let ids = std::mem::take(&mut s.ejected);
+            for &id in &ids {
+                s.units[id as usize] = UnitState::default();
+            }
+            ids
+        };
+        for id in ejected {
+            if id == 0 {
+                warn!(self.log, "the guest ejected the boot vCPU; keeping it");
+                continue;
+            }
+            self.stop_vcpu(id);
+            info!(self.log, "vCPU removed"; "vcpu" => id);
+        }
+    }
+
+    fn add_disk(&mut self, disk: DiskConfig) -> Result<(), String> {
+        if !crate::config::valid_id(&disk.id) {
+            return Err("id must be 1 to 20 of [A-Za-z0-9_.-]".into());
+        }
+        if self
+            .virtio
+            .iter()
+            .any(|s| s.disk_id() == Some(disk.id.as_str()))
+        {
+            return Err(format!("a disk with id {:?} is already attached", disk.id));
+        }
+        let Some(h) = &self.hotplug else {
+            return Err("disk hotplug needs ACPI (ward-vmm was started with --no-acpi)".into());
+        };
+        let slots = h.slots.clone();
+        let ged = h.ged.clone();
+        let slot = {
+            let s = slots.lock().unwrap_or_else(|e| e.into_inner());
+            (self.first_hotplug_slot..s.units.len() as u32)
+                .find(|&n| !s.units[n as usize].present && !self.virtio.iter().any(|v| v.slot == n))
+        };
+        let Some(slot) = slot else {
+            return Err(format!("all {HOTPLUG_SLOTS} hotplug slots are in use"));
+        };
+        let id = disk.id.clone();
+        let dev = VirtioSlot::create(
+            &self.vm,
+            &self.mem,
+            &self.mmio,
+            slot,
+            VirtioKind::Block(disk),
+        )
+        .map_err(|e| e.to_string())?;
+        self.virtio.push(dev);
+        slots.lock().unwrap_or_else(|e| e.into_inner()).units[slot as usize] = UnitState {
+            present: true,
+            inserting: true,
+            removing: false,
+        };
+        ged.notify(ged::EVENT_SLOTS)
+            .map_err(|e| format!("signalling the guest: {e}"))?;
+        info!(self.log, "disk attached"; "id" => id, "slot" => slot);
+        Ok(())
+    }
+
+    fn remove_disk(&mut self, id: &str) -> Result<(), String> {
+        let Some(h) = &self.hotplug else {
+            return Err("disk hotplug needs ACPI (ward-vmm was started with --no-acpi)".into());
+        };
+        let Some(dev) = self.virtio.iter_mut().find(|s| s.disk_id() == Some(id)) else {
+            return Err(format!("no disk with id {id:?}"));
+        };
+        if dev.slot < self.first_hotplug_slot {
+            return Err(format!(
+                "disk {id:?} was given on the command line; only hot-added disks can be removed"
+            ));
+        }
+        dev.removing = true;
+        let slot = dev.slot;
+        h.slots.lock().unwrap_or_else(|e| e.into_inner()).units[slot as usize].removing = true;
+        h.ged
+            .notify(ged::EVENT_SLOTS)
+            .map_err(|e| format!("signalling the guest: {e}"))?;
+        info!(self.log, "disk removal requested"; "id" => id, "slot" => slot);
+        Ok(())
+    }
+
+    /// The guest ejected slots (its driver let go of the device): take them down.
+    fn finish_slot_ejects(&mut self) {
+        let Some(h) = &self.hotplug else {
+            return;
+        };
+        let _ = h.slot_eject.read();
+        let ejected: Vec<u32> = {
+            let mut s = h.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let ids = std::mem::take(&mut s.ejected);
+            for &n in &ids {
+                s.units[n as usize] = UnitState::default();
+            }
+            ids
+        };
+        for slot in ejected {
+            if let Some(pos) = self.virtio.iter().position(|s| s.slot == slot) {
+                let dev = self.virtio.remove(pos);
+                dev.detach(&self.vm, &self.mmio);
+                info!(self.log, "disk detached"; "slot" => slot, "device" => dev.describe());
+            }
+        }
     }
 }

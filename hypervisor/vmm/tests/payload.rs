@@ -43,7 +43,8 @@ fn run_payload(code: Vec<u8>, vcpus: u32) -> (ExitReason, Vec<u8>, Duration) {
             serial_log: log.clone(),
             api_socket: None,
             devices: Default::default(),
-            acpi: false,
+            acpi: vcpus > 1,
+            emulated_ring0: false,
         },
         logger(),
     )

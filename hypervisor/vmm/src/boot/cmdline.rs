@@ -9,14 +9,27 @@ use crate::arch::x86_64::layout;
 /// instead of hanging.
 pub const BASE: &str = "console=ttyS0 reboot=k panic=1";
 
-/// ward-vmm's parameters followed by `extra`.
-pub fn compose(extra: &str) -> String {
-    let extra = extra.trim();
-    if extra.is_empty() {
-        BASE.to_string()
-    } else {
-        format!("{BASE} {extra}")
+/// For hosts whose KVM emulates guest ring 0 instruction by instruction (PVM): keeps
+/// the kernel off instructions KVM's emulator lacks and that it would otherwise pick
+/// from CPUID, which such hosts pass through from the host CPU. Seen failing there:
+/// `xrstor` (FPU init) and `lock cmpxchg16b` (SLUB); the others are the same kind
+/// (RDRAND/RDSEED, FSGSBASE, INVPCID, PKU's WRPKRU, POPCNT are not in the emulator).
+pub const EMULATED_RING0: &str =
+    "noxsave clearcpuid=cx16,popcnt,rdrand,rdseed,fsgsbase,invpcid,pku";
+
+/// ward-vmm's parameters, then the machine's (`machine`), then the caller's `extra`.
+pub fn compose(machine: &[&str], extra: &str) -> String {
+    let mut params = BASE.to_string();
+    for p in machine.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        params.push(' ');
+        params.push_str(p);
     }
+    let extra = extra.trim();
+    if !extra.is_empty() {
+        params.push(' ');
+        params.push_str(extra);
+    }
+    params
 }
 
 /// The NUL-terminated bytes to put in guest memory.
@@ -47,8 +60,9 @@ mod tests {
 
     #[test]
     fn extra_goes_last() {
-        assert_eq!(compose(" quiet "), format!("{BASE} quiet"));
-        assert_eq!(compose(""), BASE);
+        assert_eq!(compose(&[], " quiet "), format!("{BASE} quiet"));
+        assert_eq!(compose(&["acpi=off", ""], ""), format!("{BASE} acpi=off"));
+        assert_eq!(compose(&[], ""), BASE);
     }
 
     #[test]

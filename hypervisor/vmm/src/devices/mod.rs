@@ -1,4 +1,5 @@
 //! Devices the guest sees.
 
+pub mod hotplug;
 pub mod legacy;
 pub mod virtio;

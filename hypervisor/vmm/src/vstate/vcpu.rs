@@ -18,6 +18,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use slog::{debug, error, info, warn, Logger};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::assist;
 use super::memory::GuestMemoryMmap;
 use super::vm::Vm;
 use crate::arch::x86_64::{cpuid, msr, regs};
@@ -116,6 +117,8 @@ pub struct VcpuContext {
     pub mmio: Arc<Bus>,
     pub exit: Arc<ExitSignal>,
     pub log: Logger,
+    /// For reading the faulting instruction when KVM gives up on one.
+    pub mem: GuestMemoryMmap,
 }
 
 pub struct Vcpu {
@@ -196,15 +199,18 @@ impl Vcpu {
         KVM_RUN.with(|p| p.set(run_ptr));
         debug!(ctx.log, "vCPU thread started"; "vcpu" => self.id);
         while !stop.load(Ordering::Acquire) {
-            match self.fd.run() {
+            let internal_error = match self.fd.run() {
+                Ok(VcpuExit::InternalError) => true,
                 Ok(exit) => {
                     if let Some(reason) = handle_exit(self.id, exit, &ctx) {
                         ctx.exit.request(reason);
                         break;
                     }
+                    false
                 }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.fd.set_kvm_immediate_exit(0);
+                    false
                 }
                 Err(e) => {
                     error!(ctx.log, "KVM_RUN failed"; "vcpu" => self.id, "error" => %e);
@@ -212,12 +218,86 @@ impl Vcpu {
                         .request(ExitReason::Error(format!("vCPU {}: KVM_RUN: {e}", self.id)));
                     break;
                 }
+            };
+            if internal_error && !self.assist_unemulated(&ctx.mem) {
+                let detail = self.diagnose(&ctx.mem);
+                error!(ctx.log, "KVM could not emulate a guest instruction"; "vcpu" => self.id, "detail" => &detail);
+                ctx.exit.request(ExitReason::Error(format!(
+                    "vCPU {}: KVM internal error ({detail})",
+                    self.id
+                )));
+                break;
             }
         }
         KVM_RUN.with(|p| p.set(std::ptr::null_mut()));
         self.fd.set_kvm_immediate_exit(0);
         debug!(ctx.log, "vCPU thread stopped"; "vcpu" => self.id);
         self
+    }
+}
+
+impl Vcpu {
+    /// Completes a ring-0 instruction KVM's emulator refused, if it is one of those
+    /// `assist` knows; false when it is not (the VM then stops with the details).
+    fn assist_unemulated(&mut self, mem: &GuestMemoryMmap) -> bool {
+        let (Ok(mut regs), Ok(sregs)) = (self.fd.get_regs(), self.fd.get_sregs()) else {
+            return false;
+        };
+        if sregs.cs.dpl != 0 {
+            return false;
+        }
+        let Ok(t) = self.fd.translate_gva(regs.rip) else {
+            return false;
+        };
+        let mut insn = [0u8; 4];
+        use vm_memory::Bytes;
+        if t.valid == 0
+            || mem
+                .read_slice(&mut insn, vm_memory::GuestAddress(t.physical_address))
+                .is_err()
+        {
+            return false;
+        }
+        let Some(assist) = assist::decode(&insn) else {
+            return false;
+        };
+        let Ok(mut events) = self.fd.get_vcpu_events() else {
+            return false;
+        };
+        assist::apply(assist, &mut regs, &mut events);
+        self.fd.set_regs(&regs).is_ok() && self.fd.set_vcpu_events(&events).is_ok()
+    }
+
+    /// What KVM says about an internal error, and the instruction at RIP.
+    fn diagnose(&mut self, mem: &GuestMemoryMmap) -> String {
+        let run = self.fd.get_kvm_run();
+        // SAFETY: after a KVM_EXIT_INTERNAL_ERROR exit, `internal` is the active member
+        // of the exit union; all of its fields are plain integers.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        let n = (internal.ndata as usize).min(internal.data.len());
+        let mut out = format!(
+            "suberror {}, data {:x?}",
+            internal.suberror,
+            &internal.data[..n]
+        );
+        if let (Ok(regs), Ok(sregs)) = (self.fd.get_regs(), self.fd.get_sregs()) {
+            out.push_str(&format!(
+                ", rip {:#x}, cr0 {:#x}, cr3 {:#x}, cr4 {:#x}, efer {:#x}, cs.l {}",
+                regs.rip, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer, sregs.cs.l
+            ));
+            if let Ok(t) = self.fd.translate_gva(regs.rip) {
+                let mut insn = [0u8; 16];
+                use vm_memory::Bytes;
+                if t.valid != 0
+                    && mem
+                        .read_slice(&mut insn, vm_memory::GuestAddress(t.physical_address))
+                        .is_ok()
+                {
+                    out.push_str(&format!(", bytes at rip {insn:02x?}"));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -279,11 +359,6 @@ fn handle_exit(id: u32, exit: VcpuExit, ctx: &VcpuContext) -> Option<ExitReason>
         VcpuExit::FailEntry(reason, cpu) => {
             return Some(ExitReason::Error(format!(
                 "vCPU {id}: KVM entry failed (hardware reason {reason:#x}, cpu {cpu})"
-            )))
-        }
-        VcpuExit::InternalError => {
-            return Some(ExitReason::Error(format!(
-                "vCPU {id}: KVM internal error (emulation failure)"
             )))
         }
         other => {

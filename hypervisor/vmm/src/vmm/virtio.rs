@@ -1,0 +1,154 @@
+//! A virtio device in a virtio-mmio slot: its transport on the MMIO bus, its interrupt
+//! line as an irqfd, its queue notifications as ioeventfds.
+
+use std::sync::{Arc, Mutex};
+
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::x86_64::layout;
+use crate::bus::{Bus, BusDevice};
+use crate::config::{DiskConfig, VsockConfig};
+use crate::devices::virtio::{
+    block, rng, vsock, GuestMem, IrqfdInterrupt, MmioTransport, VirtioDevice, MMIO_WINDOW,
+    NOTIFY_REG_OFFSET,
+};
+use crate::vstate::vm::Vm;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no virtio-mmio slot {0}: at most {max} devices", max = layout::VIRTIO_MMIO_SLOTS)]
+    NoSlot(u32),
+    #[error("{device}: {source}")]
+    Device {
+        device: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum VirtioKind {
+    Block(DiskConfig),
+    Vsock(VsockConfig),
+    Rng,
+}
+
+impl VirtioKind {
+    fn describe(&self) -> String {
+        match self {
+            VirtioKind::Block(d) => format!(
+                "virtio-blk {} ({}{})",
+                d.id,
+                d.path.display(),
+                if d.readonly { ", read-only" } else { "" }
+            ),
+            VirtioKind::Vsock(v) => format!("virtio-vsock cid {} ({})", v.cid, v.uds.display()),
+            VirtioKind::Rng => "virtio-rng".into(),
+        }
+    }
+
+    fn build(&self) -> Result<Box<dyn VirtioDevice>, Error> {
+        let fail = |e: Box<dyn std::error::Error + Send + Sync>| Error::Device {
+            device: self.describe(),
+            source: e,
+        };
+        Ok(match self {
+            VirtioKind::Block(d) => Box::new(
+                block::Block::new(&block::BlockConfig {
+                    path: d.path.clone(),
+                    read_only: d.readonly,
+                    id: d.id.clone(),
+                })
+                .map_err(|e| fail(Box::new(e)))?,
+            ),
+            VirtioKind::Vsock(v) => Box::new(
+                vsock::Vsock::new(u64::from(v.cid), &v.uds).map_err(|e| fail(Box::new(e)))?,
+            ),
+            VirtioKind::Rng => Box::new(rng::Rng::new()),
+        })
+    }
+}
+
+/// The transport as a bus device.
+struct MmioDevice(MmioTransport);
+
+impl BusDevice for MmioDevice {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        self.0.read(offset, data);
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        self.0.write(offset, data);
+    }
+}
+
+pub struct VirtioSlot {
+    pub slot: u32,
+    pub base: u64,
+    pub irq: u32,
+    pub kind: VirtioKind,
+    /// The guest was asked to let go of it.
+    pub removing: bool,
+    transport: Arc<Mutex<MmioDevice>>,
+    interrupt: Arc<IrqfdInterrupt>,
+}
+
+impl VirtioSlot {
+    /// Builds the device and wires it into slot `slot`.
+    pub fn create(
+        vm: &Vm,
+        mem: &GuestMem,
+        mmio: &Bus,
+        slot: u32,
+        kind: VirtioKind,
+    ) -> Result<Self, Error> {
+        let (base, irq) = layout::virtio_slot(slot).ok_or(Error::NoSlot(slot))?;
+        let fail = |e: Box<dyn std::error::Error + Send + Sync>| Error::Device {
+            device: kind.describe(),
+            source: e,
+        };
+        let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| fail(Box::new(e)))?;
+        let interrupt = Arc::new(IrqfdInterrupt::new(evt));
+        vm.register_irqfd(interrupt.eventfd(), irq)
+            .map_err(|e| fail(Box::new(e)))?;
+        let transport = MmioTransport::new(mem.clone(), kind.build()?, interrupt.clone())
+            .map_err(|e| fail(Box::new(e)))?;
+        for (i, evt) in transport.queue_evts().iter().enumerate() {
+            vm.register_ioevent(evt, base + NOTIFY_REG_OFFSET, i as u32)
+                .map_err(|e| fail(Box::new(e)))?;
+        }
+        let transport = Arc::new(Mutex::new(MmioDevice(transport)));
+        mmio.insert(&kind.describe(), base, MMIO_WINDOW, transport.clone())
+            .map_err(|e| fail(Box::new(e)))?;
+        Ok(VirtioSlot {
+            slot,
+            base,
+            irq,
+            kind,
+            removing: false,
+            transport,
+            interrupt,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        self.kind.describe()
+    }
+
+    pub fn disk_id(&self) -> Option<&str> {
+        match &self.kind {
+            VirtioKind::Block(d) => Some(&d.id),
+            _ => None,
+        }
+    }
+
+    /// Unwires the device; it stops when the last reference goes.
+    pub fn detach(&self, vm: &Vm, mmio: &Bus) {
+        mmio.remove(self.base);
+        let t = self.transport.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, evt) in t.0.queue_evts().iter().enumerate() {
+            let _ = vm.unregister_ioevent(evt, self.base + NOTIFY_REG_OFFSET, i as u32);
+        }
+        let _ = vm.unregister_irqfd(self.interrupt.eventfd(), self.irq);
+    }
+}
