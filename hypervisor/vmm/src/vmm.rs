@@ -101,6 +101,7 @@ pub struct VmmConfig {
     /// virtio devices on its command line, one vCPU and no hotplug).
     pub acpi: bool,
     /// The host's KVM emulates guest ring 0 (PVM): see `boot::cmdline::EMULATED_RING0`.
+    /// Also applied when `cpuid::looks_ring0_emulated` says so.
     pub emulated_ring0: bool,
 }
 
@@ -243,7 +244,11 @@ impl Vmm {
         extra: &str,
     ) -> Result<boot::BootEntry, Error> {
         let mut machine: Vec<String> = Vec::new();
-        if config.emulated_ring0 {
+        let detected = crate::arch::x86_64::cpuid::looks_ring0_emulated(&self.cpuid);
+        if detected && !config.emulated_ring0 {
+            warn!(self.log, "this host's KVM seems to emulate guest ring 0 (PVM-like): guest kernel code will be slow; adding the kernel parameters it needs");
+        }
+        if config.emulated_ring0 || detected {
             machine.push(boot::cmdline::EMULATED_RING0.to_string());
         }
         let rsdp = if config.acpi {

@@ -9,6 +9,8 @@
 //!   and #BP is injected.
 //! - `lfence`/`mfence`/`sfence`: the exit to this process already orders everything.
 //! - `clac`/`stac` (SMAP): flip RFLAGS.AC.
+//! - `fwait`: waits for pending unmasked x87 exceptions; the kernel runs with them
+//!   masked (seen on the path that starts a user-mode helper at power-off).
 //!
 //! Feature-gated instructions (XSAVE, POPCNT, RDRAND, FSGSBASE, ...) are kept out with
 //! kernel parameters instead; see `boot::cmdline::EMULATED_RING0`.
@@ -33,6 +35,11 @@ pub fn decode(insn: &[u8]) -> Option<Assist> {
         [0xcc, ..] => Some(Assist::Trap {
             len: 1,
             vector: BP_VECTOR,
+        }),
+        [0x9b, ..] => Some(Assist::Skip {
+            len: 1,
+            set: 0,
+            clear: 0,
         }),
         [0x0f, 0xae, 0xe8 | 0xf0 | 0xf8, ..] => Some(Assist::Skip {
             len: 3,
@@ -83,6 +90,10 @@ mod tests {
         assert!(matches!(
             decode(&[0x0f, 0xae, 0xe8]),
             Some(Assist::Skip { len: 3, .. })
+        ));
+        assert!(matches!(
+            decode(&[0x9b, 0x65]),
+            Some(Assist::Skip { len: 1, .. })
         ));
         assert!(decode(&[0x0f, 0xae, 0x2f]).is_none()); // xrstor
         assert!(decode(&[0x0f, 0x01]).is_none());

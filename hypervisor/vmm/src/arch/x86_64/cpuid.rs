@@ -37,6 +37,22 @@ fn id_bits(count: u32) -> u32 {
     }
 }
 
+/// SSE3 and SSSE3: every x86-64 CPU KVM runs on has them, and KVM always offers them.
+const ECX_SSE3_SSSE3: u32 = (1 << 0) | (1 << 9);
+
+/// Whether this host's KVM looks like it emulates guest ring 0 (PVM): it offers none of
+/// the basic SIMD features the host CPU has, because guest CPUID is the host's anyway
+/// and only the kernel-visible bits go through KVM.
+pub fn looks_ring0_emulated(supported: &CpuId) -> bool {
+    let host = std::arch::x86_64::__cpuid(1);
+    let offered = supported
+        .as_slice()
+        .iter()
+        .find(|e| e.function == LEAF_FEATURES)
+        .map_or(0, |e| e.ecx);
+    host.ecx & ECX_SSE3_SSSE3 == ECX_SSE3_SSSE3 && offered & ECX_SSE3_SSSE3 == 0
+}
+
 /// The CPUID of the vCPU with `apic_id` (its index) among `max_vcpus` possible ones.
 pub fn for_vcpu(supported: &CpuId, apic_id: u32, max_vcpus: u32) -> Result<CpuId, Error> {
     let max_vcpus = max_vcpus.max(1);
