@@ -514,9 +514,10 @@ impl Vmm {
             Request::AddDisk { id, path, readonly } => self
                 .add_disk(DiskConfig { id, path, readonly })
                 .map_or_else(Reply::Err, |()| Reply::ok()),
+            // Pending: the slot is freed when the guest ejects it (see README).
             Request::RemoveDisk { id } => self
                 .remove_disk(&id)
-                .map_or_else(Reply::Err, |()| Reply::ok()),
+                .map_or_else(Reply::Err, |()| Reply::Ok(json!({"pending": true}))),
         }
     }
 
@@ -582,6 +583,9 @@ impl Vmm {
         if count > online {
             for id in 0..count {
                 if self.vcpus[id as usize].is_some() {
+                    // Still plugged: a removal the guest has not acted on is called off.
+                    cpus.lock().unwrap_or_else(|e| e.into_inner()).units[id as usize].removing =
+                        false;
                     continue;
                 }
                 self.start_vcpu(id).map_err(|e| e.to_string())?;
