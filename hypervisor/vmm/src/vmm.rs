@@ -2,6 +2,8 @@
 //! on their buses, the vCPU threads, and the main thread's event loop that serves the
 //! API, acts on guest ejects, waits for the guest to stop and tears everything down.
 
+mod control;
+mod hotplug;
 mod virtio;
 
 use std::os::fd::AsRawFd;
@@ -9,20 +11,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
-use serde_json::json;
 use slog::{info, warn, Logger};
 use vm_memory::GuestMemoryAtomic;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::acpi;
-use crate::api::{self, protocol::DEFAULT_SHUTDOWN_GRACE_MS, ApiServer, Reply, Request};
+use crate::api::{self, ApiServer};
 use crate::arch::x86_64::{layout, regs::EntryMode};
 use crate::boot;
 use crate::bus::{self, Bus};
-use crate::config::{DeviceConfig, DiskConfig};
+use crate::config::DeviceConfig;
 use crate::devices::hotplug::cpu::{SelectorBlock, Shared, UnitState};
-use crate::devices::hotplug::ged::{self, Ged, GedNotifier};
+use crate::devices::hotplug::ged::{Ged, GedNotifier};
 use crate::devices::legacy::{i8042::I8042, serial::SerialDevice};
 use crate::devices::virtio::GuestMem;
 use crate::vstate::memory::{self, GuestRam};
@@ -487,241 +488,5 @@ impl Vmm {
 
     fn online_vcpus(&self) -> usize {
         self.vcpus.iter().flatten().count()
-    }
-
-    fn serve_api(&mut self) {
-        let Some(api) = &self.api else {
-            return;
-        };
-        let _ = api.wake.read();
-        let calls: Vec<api::Call> = api.calls.try_iter().collect();
-        for call in calls {
-            let reply = self.handle(call.request);
-            let _ = call.reply.send(reply);
-        }
-    }
-
-    fn handle(&mut self, request: Request) -> Reply {
-        match request {
-            Request::Ping => Reply::ok(),
-            Request::Info => Reply::Ok(self.info()),
-            Request::Shutdown { grace_ms } => {
-                self.shutdown(grace_ms.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS))
-            }
-            Request::SetVcpus { count } => self
-                .set_vcpus(count)
-                .map_or_else(Reply::Err, |()| Reply::ok()),
-            Request::AddDisk { id, path, readonly } => self
-                .add_disk(DiskConfig { id, path, readonly })
-                .map_or_else(Reply::Err, |()| Reply::ok()),
-            // Pending: the slot is freed when the guest ejects it (see README).
-            Request::RemoveDisk { id } => self
-                .remove_disk(&id)
-                .map_or_else(Reply::Err, |()| Reply::Ok(json!({"pending": true}))),
-        }
-    }
-
-    fn info(&self) -> serde_json::Value {
-        let disks: Vec<serde_json::Value> = self
-            .virtio
-            .iter()
-            .filter_map(|s| match &s.kind {
-                VirtioKind::Block(d) => Some(json!({
-                    "id": d.id,
-                    "path": d.path,
-                    "readonly": d.readonly,
-                    "state": if s.removing { "removing" } else { "attached" },
-                })),
-                _ => None,
-            })
-            .collect();
-        json!({
-            "state": "running",
-            "vcpus": {"online": self.online_vcpus(), "max": self.max_vcpus},
-            "memory_mib": self.ram.size() >> 20,
-            "disks": disks,
-            "acpi": self.hotplug.is_some(),
-        })
-    }
-
-    fn shutdown(&mut self, grace_ms: u64) -> Reply {
-        let graceful = match &self.hotplug {
-            Some(h) if grace_ms > 0 => h.ged.notify(ged::EVENT_SHUTDOWN).is_ok(),
-            _ => false,
-        };
-        if !graceful {
-            self.exit.request(ExitReason::PowerOff);
-            return Reply::Ok(json!({"graceful": false}));
-        }
-        // The guest powers off by itself (ACPI S5) or is stopped when the grace is over.
-        let exit = self.exit.clone();
-        let timer = std::thread::Builder::new()
-            .name("shutdown-grace".into())
-            .spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(grace_ms));
-                exit.request(ExitReason::PowerOff);
-            });
-        if timer.is_err() {
-            self.exit.request(ExitReason::PowerOff);
-        }
-        Reply::Ok(json!({"graceful": true, "grace_ms": grace_ms}))
-    }
-
-    fn set_vcpus(&mut self, count: u32) -> Result<(), String> {
-        let Some(h) = &self.hotplug else {
-            return Err("vCPU hotplug needs ACPI (ward-vmm was started with --no-acpi)".into());
-        };
-        if count == 0 || count > self.max_vcpus {
-            return Err(format!(
-                "count must be 1 to {} (--max-vcpus)",
-                self.max_vcpus
-            ));
-        }
-        let online = self.online_vcpus() as u32;
-        let cpus = h.cpus.clone();
-        let ged = h.ged.clone();
-        if count > online {
-            for id in 0..count {
-                if self.vcpus[id as usize].is_some() {
-                    // Still plugged: a removal the guest has not acted on is called off.
-                    cpus.lock().unwrap_or_else(|e| e.into_inner()).units[id as usize].removing =
-                        false;
-                    continue;
-                }
-                self.start_vcpu(id).map_err(|e| e.to_string())?;
-                let mut s = cpus.lock().unwrap_or_else(|e| e.into_inner());
-                s.units[id as usize] = UnitState {
-                    present: true,
-                    inserting: true,
-                    removing: false,
-                };
-            }
-        } else {
-            let mut s = cpus.lock().unwrap_or_else(|e| e.into_inner());
-            // The highest IDs go first; vCPU 0 never does.
-            for id in (count.max(1)..self.max_vcpus).rev() {
-                if s.units[id as usize].present {
-                    s.units[id as usize].removing = true;
-                }
-            }
-        }
-        ged.notify(ged::EVENT_CPU)
-            .map_err(|e| format!("signalling the guest: {e}"))?;
-        info!(self.log, "vCPU count change requested"; "from" => online, "to" => count);
-        Ok(())
-    }
-
-    /// The guest ejected CPUs (after offlining them): stop their threads.
-    fn finish_cpu_ejects(&mut self) {
-        let Some(h) = &self.hotplug else {
-            return;
-        };
-        let _ = h.cpu_eject.read();
-        let ejected: Vec<u32> = {
-            let mut s = h.cpus.lock().unwrap_or_else(|e| e.into_inner());
-            let ids = std::mem::take(&mut s.ejected);
-            for &id in &ids {
-                s.units[id as usize] = UnitState::default();
-            }
-            ids
-        };
-        for id in ejected {
-            if id == 0 {
-                warn!(self.log, "the guest ejected the boot vCPU; keeping it");
-                continue;
-            }
-            self.stop_vcpu(id);
-            info!(self.log, "vCPU removed"; "vcpu" => id);
-        }
-    }
-
-    fn add_disk(&mut self, disk: DiskConfig) -> Result<(), String> {
-        if !crate::config::valid_id(&disk.id) {
-            return Err("id must be 1 to 20 of [A-Za-z0-9_.-]".into());
-        }
-        if self
-            .virtio
-            .iter()
-            .any(|s| s.disk_id() == Some(disk.id.as_str()))
-        {
-            return Err(format!("a disk with id {:?} is already attached", disk.id));
-        }
-        let Some(h) = &self.hotplug else {
-            return Err("disk hotplug needs ACPI (ward-vmm was started with --no-acpi)".into());
-        };
-        let slots = h.slots.clone();
-        let ged = h.ged.clone();
-        let slot = {
-            let s = slots.lock().unwrap_or_else(|e| e.into_inner());
-            (self.first_hotplug_slot..s.units.len() as u32)
-                .find(|&n| !s.units[n as usize].present && !self.virtio.iter().any(|v| v.slot == n))
-        };
-        let Some(slot) = slot else {
-            return Err(format!("all {HOTPLUG_SLOTS} hotplug slots are in use"));
-        };
-        let id = disk.id.clone();
-        let dev = VirtioSlot::create(
-            &self.vm,
-            &self.mem,
-            &self.mmio,
-            slot,
-            VirtioKind::Block(disk),
-        )
-        .map_err(|e| e.to_string())?;
-        self.virtio.push(dev);
-        slots.lock().unwrap_or_else(|e| e.into_inner()).units[slot as usize] = UnitState {
-            present: true,
-            inserting: true,
-            removing: false,
-        };
-        ged.notify(ged::EVENT_SLOTS)
-            .map_err(|e| format!("signalling the guest: {e}"))?;
-        info!(self.log, "disk attached"; "id" => id, "slot" => slot);
-        Ok(())
-    }
-
-    fn remove_disk(&mut self, id: &str) -> Result<(), String> {
-        let Some(h) = &self.hotplug else {
-            return Err("disk hotplug needs ACPI (ward-vmm was started with --no-acpi)".into());
-        };
-        let Some(dev) = self.virtio.iter_mut().find(|s| s.disk_id() == Some(id)) else {
-            return Err(format!("no disk with id {id:?}"));
-        };
-        if dev.slot < self.first_hotplug_slot {
-            return Err(format!(
-                "disk {id:?} was given on the command line; only hot-added disks can be removed"
-            ));
-        }
-        dev.removing = true;
-        let slot = dev.slot;
-        h.slots.lock().unwrap_or_else(|e| e.into_inner()).units[slot as usize].removing = true;
-        h.ged
-            .notify(ged::EVENT_SLOTS)
-            .map_err(|e| format!("signalling the guest: {e}"))?;
-        info!(self.log, "disk removal requested"; "id" => id, "slot" => slot);
-        Ok(())
-    }
-
-    /// The guest ejected slots (its driver let go of the device): take them down.
-    fn finish_slot_ejects(&mut self) {
-        let Some(h) = &self.hotplug else {
-            return;
-        };
-        let _ = h.slot_eject.read();
-        let ejected: Vec<u32> = {
-            let mut s = h.slots.lock().unwrap_or_else(|e| e.into_inner());
-            let ids = std::mem::take(&mut s.ejected);
-            for &n in &ids {
-                s.units[n as usize] = UnitState::default();
-            }
-            ids
-        };
-        for slot in ejected {
-            if let Some(pos) = self.virtio.iter().position(|s| s.slot == slot) {
-                let dev = self.virtio.remove(pos);
-                dev.detach(&self.vm, &self.mmio);
-                info!(self.log, "disk detached"; "slot" => slot, "device" => dev.describe());
-            }
-        }
     }
 }
