@@ -23,6 +23,7 @@
 //! acknowledges through InterruptACK.
 
 pub mod block;
+pub mod fs;
 pub mod mmio;
 pub mod rng;
 pub mod vsock;
