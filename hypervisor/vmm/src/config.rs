@@ -17,17 +17,62 @@ pub struct VsockConfig {
     pub uds: PathBuf,
 }
 
+/// A directory shared through virtio-fs, served by a vhost-user backend (virtiofsd).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsConfig {
+    /// The tag the guest mounts it by.
+    pub tag: String,
+    /// The backend's vhost-user socket.
+    pub socket: PathBuf,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceConfig {
     pub rng: bool,
     pub vsock: Option<VsockConfig>,
     pub disks: Vec<DiskConfig>,
+    pub fs: Vec<FsConfig>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     #[error("--disk {spec:?}: {why}")]
     Disk { spec: String, why: &'static str },
+    #[error("--fs {spec:?}: {why}")]
+    Fs { spec: String, why: &'static str },
+}
+
+impl FsConfig {
+    /// Parses `tag=TAG,socket=PATH`; the tag is at most 36 bytes (virtio-fs's field).
+    pub fn parse(spec: &str) -> Result<Self, Error> {
+        let bad = |why| Error::Fs {
+            spec: spec.to_string(),
+            why,
+        };
+        let (mut tag, mut socket) = (None, None);
+        // The socket path may contain commas: it is the rest after `socket=`.
+        let mut rest = spec;
+        while !rest.is_empty() {
+            if let Some(path) = rest.strip_prefix("socket=") {
+                if path.is_empty() {
+                    return Err(bad("empty socket="));
+                }
+                socket = Some(PathBuf::from(path));
+                break;
+            }
+            let (part, tail) = rest.split_once(',').unwrap_or((rest, ""));
+            match part.split_once('=') {
+                Some(("tag", v)) if (1..=36).contains(&v.len()) => tag = Some(v.to_string()),
+                Some(("tag", _)) => return Err(bad("tag must be 1 to 36 bytes")),
+                _ => return Err(bad("expected tag=TAG,socket=PATH")),
+            }
+            rest = tail;
+        }
+        Ok(FsConfig {
+            tag: tag.ok_or_else(|| bad("missing tag="))?,
+            socket: socket.ok_or_else(|| bad("missing socket="))?,
+        })
+    }
 }
 
 impl DiskConfig {
@@ -68,6 +113,17 @@ pub fn valid_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_fs_specs() {
+        let f = FsConfig::parse("tag=ward-rootfs,socket=/run/a,b.sock").unwrap();
+        assert_eq!(f.tag, "ward-rootfs");
+        assert_eq!(f.socket, PathBuf::from("/run/a,b.sock"));
+        assert!(FsConfig::parse("socket=/s").is_err());
+        assert!(FsConfig::parse("tag=x").is_err());
+        assert!(FsConfig::parse(&format!("tag={},socket=/s", "x".repeat(37))).is_err());
+        assert!(FsConfig::parse("tag=x,cache=auto,socket=/s").is_err());
+    }
 
     #[test]
     fn parses_disk_specs() {

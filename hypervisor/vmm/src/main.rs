@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use slog::{error, o, Drain, Logger};
 
-use ward_vmm::config::{DeviceConfig, DiskConfig, VsockConfig};
+use ward_vmm::config::{DeviceConfig, DiskConfig, FsConfig, VsockConfig};
 use ward_vmm::vmm::{Payload, Vmm, VmmConfig};
 use ward_vmm::vstate::vcpu::ExitReason;
 
@@ -48,8 +48,8 @@ struct Cli {
     #[arg(long)]
     rng: bool,
     /// A vhost-user virtio-fs share: tag=TAG,socket=PATH (virtiofsd's socket). Repeatable.
-    #[arg(long)]
-    fs: Vec<String>,
+    #[arg(long, value_parser = parse_fs)]
+    fs: Vec<FsConfig>,
     /// No ACPI tables: the guest gets `acpi=off` and the virtio devices on its command
     /// line; one vCPU, no hotplug, no graceful shutdown. For debugging.
     #[arg(long)]
@@ -61,6 +61,10 @@ struct Cli {
     /// Log level on stderr: error, warning, info, debug.
     #[arg(long, default_value = "info")]
     log_level: String,
+}
+
+fn parse_fs(s: &str) -> Result<FsConfig, String> {
+    FsConfig::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_disk(s: &str) -> Result<DiskConfig, String> {
@@ -103,16 +107,11 @@ fn main() -> ExitCode {
             rng: cli.rng,
             vsock,
             disks: cli.disk,
+            fs: cli.fs,
         },
         acpi: !cli.no_acpi,
         emulated_ring0: cli.emulated_ring0,
     };
-    if let Some(spec) = cli.fs.first() {
-        let msg = format!("--fs {spec}: virtio-fs (vhost-user) is not available in this build");
-        error!(log, "unsupported device"; "error" => &msg);
-        eprintln!("ward-vmm: {msg}");
-        return ExitCode::FAILURE;
-    }
     let result = Vmm::new(config, log.clone()).and_then(|vmm| vmm.run());
     match result {
         Ok(ExitReason::PowerOff) | Ok(ExitReason::Reboot(_)) => ExitCode::SUCCESS,

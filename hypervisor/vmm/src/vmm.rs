@@ -305,6 +305,9 @@ impl Vmm {
         if devices.rng {
             kinds.push(VirtioKind::Rng);
         }
+        for fs in &devices.fs {
+            kinds.push(VirtioKind::Fs(fs.clone()));
+        }
         for kind in kinds {
             let slot = self.virtio.len() as u32;
             let dev = VirtioSlot::create(&self.vm, &self.mem, &self.mmio, slot, kind)?;

@@ -66,6 +66,7 @@ fn kernel_sees_the_machine_and_powers_off() {
                     path: disk,
                     readonly: false,
                 }],
+                fs: vec![],
             },
             acpi: true,
             emulated_ring0: false,

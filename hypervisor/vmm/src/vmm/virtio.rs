@@ -7,9 +7,9 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout;
 use crate::bus::{Bus, BusDevice};
-use crate::config::{DiskConfig, VsockConfig};
+use crate::config::{DiskConfig, FsConfig, VsockConfig};
 use crate::devices::virtio::{
-    block, rng, vsock, GuestMem, IrqfdInterrupt, MmioTransport, VirtioDevice, MMIO_WINDOW,
+    block, fs, rng, vsock, GuestMem, IrqfdInterrupt, MmioTransport, VirtioDevice, MMIO_WINDOW,
     NOTIFY_REG_OFFSET,
 };
 use crate::vstate::vm::Vm;
@@ -30,8 +30,14 @@ pub enum Error {
 pub enum VirtioKind {
     Block(DiskConfig),
     Vsock(VsockConfig),
+    Fs(FsConfig),
     Rng,
 }
+
+/// virtio-fs: one request queue (the guest's FUSE traffic goes straight to virtiofsd),
+/// of the size virtiofsd and Linux commonly use.
+const FS_REQUEST_QUEUES: usize = 1;
+const FS_QUEUE_SIZE: u16 = 1024;
 
 impl VirtioKind {
     fn describe(&self) -> String {
@@ -43,6 +49,7 @@ impl VirtioKind {
                 if d.readonly { ", read-only" } else { "" }
             ),
             VirtioKind::Vsock(v) => format!("virtio-vsock cid {} ({})", v.cid, v.uds.display()),
+            VirtioKind::Fs(f) => format!("virtio-fs {} ({})", f.tag, f.socket.display()),
             VirtioKind::Rng => "virtio-rng".into(),
         }
     }
@@ -63,6 +70,10 @@ impl VirtioKind {
             ),
             VirtioKind::Vsock(v) => Box::new(
                 vsock::Vsock::new(u64::from(v.cid), &v.uds).map_err(|e| fail(Box::new(e)))?,
+            ),
+            VirtioKind::Fs(f) => Box::new(
+                fs::Fs::new(&f.tag, &f.socket, FS_REQUEST_QUEUES, FS_QUEUE_SIZE)
+                    .map_err(|e| fail(Box::new(e)))?,
             ),
             VirtioKind::Rng => Box::new(rng::Rng::new()),
         })
