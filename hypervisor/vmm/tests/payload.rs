@@ -31,7 +31,14 @@ fn print_and_reset(text: &[u8]) -> Vec<u8> {
 }
 
 fn run_payload(code: Vec<u8>, vcpus: u32) -> (ExitReason, Vec<u8>, Duration) {
-    let dir = std::env::temp_dir().join(format!("ward-vmm-payload-{}-{vcpus}", std::process::id()));
+    run_payload_with(code, vcpus, 32)
+}
+
+fn run_payload_with(code: Vec<u8>, vcpus: u32, memory_mib: u32) -> (ExitReason, Vec<u8>, Duration) {
+    let dir = std::env::temp_dir().join(format!(
+        "ward-vmm-payload-{}-{vcpus}-{memory_mib}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("serial.log");
     let vmm = Vmm::new(
@@ -39,7 +46,7 @@ fn run_payload(code: Vec<u8>, vcpus: u32) -> (ExitReason, Vec<u8>, Duration) {
             payload: Payload::Raw { code, addr: 0x1000 },
             vcpus,
             max_vcpus: vcpus,
-            memory_mib: 32,
+            memory_mib,
             serial_log: log.clone(),
             api_socket: None,
             devices: Default::default(),
@@ -79,4 +86,16 @@ fn idle_secondary_vcpus_are_stopped() {
     let (reason, out, _) = run_payload(print_and_reset(b"x"), 3);
     assert_eq!(reason, ExitReason::Reboot("i8042 reset"));
     assert_eq!(out, b"x");
+}
+
+#[test]
+fn memory_above_the_mmio_hole_is_mapped() {
+    if !kvm_available() {
+        eprintln!("skipped: no /dev/kvm");
+        return;
+    }
+    // 4 GiB: 3 GiB below the hole, 1 GiB from 4 GiB up (two KVM memory slots).
+    let (reason, out, _) = run_payload_with(print_and_reset(b"hi"), 1, 4096);
+    assert_eq!(reason, ExitReason::Reboot("i8042 reset"));
+    assert_eq!(out, b"hi");
 }
