@@ -21,6 +21,8 @@ pub struct VirtioAcpiDevice {
 }
 
 pub struct DsdtConfig {
+    /// CPUs enabled in the MADT; the others are hotpluggable (presence comes from the
+    /// CPU hotplug registers at run time).
     pub boot_vcpus: u32,
     pub max_vcpus: u32,
     pub virtio: Vec<VirtioAcpiDevice>,
@@ -42,7 +44,7 @@ pub fn build(cfg: &DsdtConfig) -> Vec<u8> {
         sb_children.push(virtio_device(&format!("VR{n:02X}"), n as u32, *dev));
     }
     sb_children.push(ged_device());
-    sb_children.push(cpus(cfg.boot_vcpus, cfg.max_vcpus));
+    sb_children.push(cpus(cfg.max_vcpus));
     sb_children.push(slot_container(cfg.virtio.len() as u32, cfg.hotplug_slots));
     let sb_body: Vec<u8> = sb_children.concat();
     let sb = Raw::of(&Scope::new(Path::new("\\_SB_"), vec![&RawAml(&sb_body)]));
@@ -187,7 +189,7 @@ fn ged_device() -> Vec<u8> {
 
 /// The CPU container: one ACPI0007 device per possible vCPU, their presence read from
 /// the CPU hotplug registers one selected CPU at a time.
-fn cpus(boot: u32, max: u32) -> Vec<u8> {
+fn cpus(max: u32) -> Vec<u8> {
     let region = Raw::of(&OpRegion::new(
         Path::new("PRST"),
         OpRegionSpace::SystemMemory,
@@ -279,7 +281,7 @@ fn cpus(boot: u32, max: u32) -> Vec<u8> {
     ));
     let mut cpu_devs: Vec<Vec<u8>> = Vec::new();
     for id in 0..max {
-        cpu_devs.push(cpu_device(id, id < boot));
+        cpu_devs.push(cpu_device(id));
     }
     let devs = cpu_devs.concat();
     aml_bytes(&[&Device::new(
@@ -303,7 +305,7 @@ fn cpu_name(id: u32) -> String {
     format!("C{id:03X}")
 }
 
-fn cpu_device(id: u32, _boot: bool) -> Vec<u8> {
+fn cpu_device(id: u32) -> Vec<u8> {
     // _MAT: this CPU's MADT Local APIC entry, enabled.
     let mat = Raw::of(&BufferData::new(vec![0, 8, id as u8, id as u8, 1, 0, 0, 0]));
     let sta = Raw::of(&Method::new(
