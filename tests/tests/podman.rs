@@ -56,11 +56,16 @@ fn assert_gone(podman: &Podman, ward: &Ward, id: &str) {
         !Path::new(WARD_DEFAULT_ROOT).join(id).exists(),
         "ward's state of removed container {id} remains in {WARD_DEFAULT_ROOT}"
     );
-    let list = ward
-        .command()
+    let list = std::process::Command::new(&ward.bin)
+        .env("WARD_CONFIG", &ward.config)
         .args(["--root", WARD_DEFAULT_ROOT, "list", "--quiet"])
         .output()
         .expect("ward list");
+    assert!(
+        list.status.success(),
+        "ward --root {WARD_DEFAULT_ROOT} list: {}",
+        text(&list.stderr)
+    );
     assert!(
         !text(&list.stdout).contains(id),
         "ward list --root {WARD_DEFAULT_ROOT} still shows {id}: {}",
