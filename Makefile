@@ -53,9 +53,12 @@ lint:
 unit:
 	$(CARGO) test --workspace --exclude ward-e2e
 
+# Includes the engine tests (tests/tests/{podman,containerd,contract}.rs): podman through
+# conmon and a private containerd drive ward; tools/setup installs the engines. Every test
+# binary runs even when one fails (--no-fail-fast), so one failure hides no other.
 e2e: assets build config
 	WARD_BIN=$(CURDIR)/$(WARD_DEBUG) WARD_CONFIG=$(CURDIR)/$(TEST_CONFIG) \
-		$(CARGO) test -p ward-e2e -- --test-threads=2
+		$(CARGO) test --no-fail-fast -p ward-e2e -- --test-threads=2
 
 test: setup lint unit e2e
 

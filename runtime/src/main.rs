@@ -12,6 +12,10 @@ use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
+    if cli.version {
+        println!("{}", cli::version_text());
+        return;
+    }
     let ctx = match cli::context(&cli.global, cli.config.as_deref()) {
         Ok(ctx) => ctx,
         Err(e) => {

@@ -28,11 +28,20 @@ const APPLETS: &[&str] = &[
     "env", "ps", "date", "head", "tail", "grep", "pwd", "kill", "test",
 ];
 
-/// podman's configuration for the tests. The rlimits are podman's defaults made
-/// attainable here: the test's processes lack CAP_SYS_RESOURCE, and podman's default
-/// ulimits (the host's hard nproc, a nofile above the hard limit) fail with EPERM in runc.
+/// podman's configuration for the tests.
+///
+/// The rlimits are podman's defaults made attainable here: the test's processes lack
+/// CAP_SYS_RESOURCE, and podman's default ulimits (the host's hard nproc, a nofile above
+/// the hard limit) fail with EPERM in runc.
+///
+/// `runtime_supports_json` is podman's list with ward added: podman picks it by the
+/// runtime's file name, and for the runtimes listed conmon passes `--log-format=json --log
+/// FILE` and reads the runtime's errors from that file, as it does with runc (see
+/// tests/contracts/podman-4.3-runc.log); without it podman calls ward differently from runc.
 const CONTAINERS_CONF: &str = "[containers]\n\
-    default_ulimits = [\"nofile=1024:1024\", \"nproc=32768:32768\"]\n";
+    default_ulimits = [\"nofile=1024:1024\", \"nproc=32768:32768\"]\n\
+    [engine]\n\
+    runtime_supports_json = [\"crun\", \"runc\", \"kata\", \"runsc\", \"youki\", \"krun\", \"ward\"]\n";
 
 /// Asserts what the engine tests need besides what [`crate::Ward::new`] checks.
 pub fn need_engines() {

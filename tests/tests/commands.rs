@@ -5,6 +5,19 @@ use std::time::Duration;
 use ward_e2e::{assert_fails_with, text, Ward};
 
 #[test]
+fn version_prints_runcs_shape() {
+    let ward = Ward::new();
+    for args in [&["--version"][..], &["version"][..], &["-v"][..]] {
+        let out = ward.run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let shown = text(&out.stdout);
+        let first = shown.lines().next().unwrap_or_default();
+        assert!(first.starts_with("ward version "), "{args:?}: {shown}");
+        assert!(shown.lines().any(|l| l.starts_with("spec: ")), "{shown}");
+    }
+}
+
+#[test]
 fn list_shows_containers_in_runc_formats() {
     let ward = Ward::new();
     let out = ward.run(&["list", "--format", "json"]);

@@ -56,11 +56,16 @@ fn assert_gone(podman: &Podman, ward: &Ward, id: &str) {
         !Path::new(WARD_DEFAULT_ROOT).join(id).exists(),
         "ward's state of removed container {id} remains in {WARD_DEFAULT_ROOT}"
     );
-    let list = ward
-        .command()
+    let list = std::process::Command::new(&ward.bin)
+        .env("WARD_CONFIG", &ward.config)
         .args(["--root", WARD_DEFAULT_ROOT, "list", "--quiet"])
         .output()
         .expect("ward list");
+    assert!(
+        list.status.success(),
+        "ward --root {WARD_DEFAULT_ROOT} list: {}",
+        text(&list.stderr)
+    );
     assert!(
         !text(&list.stdout).contains(id),
         "ward list --root {WARD_DEFAULT_ROOT} still shows {id}: {}",
@@ -264,4 +269,24 @@ fn wait_logs(podman: &Podman, name: &str, needle: &str) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A command the image does not have: podman's exit status is 127, as with runc, whose
+/// `create` fails on the missing executable (podman maps that to 127, "command not
+/// found"); the message names the command.
+#[test]
+fn run_of_a_missing_command_exits_127() {
+    let (_ward, podman) = setup();
+    let out = podman.run(&["run", "--rm", IMAGE, "/no-such-command"]);
+    assert_eq!(
+        out.status.code(),
+        Some(127),
+        "podman run of a missing command: stderr: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("/no-such-command"),
+        "the error names the command: {}",
+        text(&out.stderr)
+    );
 }

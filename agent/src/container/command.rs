@@ -3,6 +3,7 @@
 //! candidates by the agent, tried in order by the child — and the final exec.
 
 use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -116,6 +117,39 @@ pub fn with_home(mut env: Vec<String>, home: &str) -> Vec<String> {
     env
 }
 
+/// Whether the program can be found, checked in the container's root before the process
+/// reports ready: an engine then hears at create, as with runc, that the program is
+/// missing (podman maps runc's wording to exit status 127). Relative paths resolve
+/// against the process's cwd. Runs in a forked child; allocating is fine there.
+pub fn check_exists(command: &Command) -> Result<(), String> {
+    let cwd = Path::new(std::ffi::OsStr::from_bytes(command.cwd.as_bytes()));
+    let found = command.candidates.iter().any(|candidate| {
+        let path = Path::new(std::ffi::OsStr::from_bytes(candidate.as_bytes()));
+        let path = if path.is_relative() {
+            cwd.join(path)
+        } else {
+            path.to_path_buf()
+        };
+        std::fs::metadata(&path).is_ok_and(|m| {
+            m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+        })
+    });
+    if found {
+        return Ok(());
+    }
+    if command.program.contains('/') {
+        Err(format!(
+            "exec: {:?}: stat {}: no such file or directory",
+            command.program, command.program
+        ))
+    } else {
+        Err(format!(
+            "exec: {:?}: executable file not found in $PATH",
+            command.program
+        ))
+    }
+}
+
 /// execve()s each candidate in turn, as execvp does: "not found" moves on to the next, any
 /// other error is remembered. Only returns on failure, with the message the host sees.
 pub fn exec(command: &Command) -> String {
@@ -162,6 +196,29 @@ mod tests {
         let default = candidates("sh", &[]);
         assert_eq!(default.len(), 6);
         assert_eq!(default[0], PathBuf::from("/usr/local/sbin/sh"));
+    }
+
+    #[test]
+    fn a_missing_program_is_reported_in_runcs_words() {
+        let env = strings(&["PATH=/nonexistent:/bin"]);
+        let found = plan(&strings(&["sh"]), &env, Path::new("/")).unwrap();
+        assert_eq!(check_exists(&found), Ok(()));
+        let missing = plan(&strings(&["no-such-command"]), &env, Path::new("/")).unwrap();
+        assert_eq!(
+            check_exists(&missing).unwrap_err(),
+            "exec: \"no-such-command\": executable file not found in $PATH"
+        );
+        let absolute = plan(&strings(&["/no/such"]), &env, Path::new("/")).unwrap();
+        assert_eq!(
+            check_exists(&absolute).unwrap_err(),
+            "exec: \"/no/such\": stat /no/such: no such file or directory"
+        );
+        // A directory is not a program.
+        let dir = plan(&strings(&["/tmp"]), &env, Path::new("/")).unwrap();
+        assert!(check_exists(&dir).is_err());
+        // Relative to the process's cwd.
+        let relative = plan(&strings(&["./sh"]), &env, Path::new("/bin")).unwrap();
+        assert_eq!(check_exists(&relative), Ok(()));
     }
 
     #[test]

@@ -410,6 +410,7 @@ fn container_process(
                     set_domainname(name)?;
                 }
                 rootfs::finish(&init.rootfs)?;
+                super::command::check_exists(&process.command)?;
                 sync::send(report, &Report::Ready);
                 if sync::wait_control(control) != Some(START) {
                     // The agent dropped the container before starting it.

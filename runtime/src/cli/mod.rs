@@ -34,11 +34,14 @@ pub const DEFAULT_ROOT: &str = "/run/ward";
 #[derive(Debug, Parser)]
 #[command(
     name = "ward",
-    version,
     about = "Runs OCI containers, each inside its own microVM",
-    propagate_version = true
+    disable_version_flag = true,
+    arg_required_else_help = true
 )]
 pub struct Cli {
+    /// Print the version (as `runc --version` does, for tools that parse it)
+    #[arg(short = 'v', long = "version")]
+    pub version: bool,
     #[command(flatten)]
     pub global: liboci_cli::GlobalOpts,
     /// ward's configuration file (else $WARD_CONFIG, else /etc/ward/configuration.toml).
@@ -47,7 +50,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +89,8 @@ pub enum Command {
     Check(check::Check),
     /// Print the resolved configuration, where it was read from, and the guest assets
     Env(env::Env),
+    /// Print the version
+    Version,
     /// (internal) the host process standing for a container's init process
     #[command(hide = true)]
     Relay(relay::Relay),
@@ -183,9 +188,27 @@ pub fn context(
     })
 }
 
+/// What `--version` prints: runc's first line shape ("NAME version X") and the OCI
+/// runtime spec version, which go-runc's version parser reads.
+pub fn version_text() -> String {
+    format!(
+        "ward version {}\nspec: {}\nagent protocol: {}",
+        env!("CARGO_PKG_VERSION"),
+        oci_spec::runtime::Spec::default().version(),
+        ward_agent_protocol::PROTOCOL_VERSION
+    )
+}
+
 /// Runs one command; returns the process exit code.
 pub fn execute(cli: &Cli, ctx: &Context) -> Result<i32, CliError> {
-    match &cli.command {
+    let Some(command) = &cli.command else {
+        return Err(CliError::Usage("no command given: see ward --help".into()));
+    };
+    match command {
+        Command::Version => {
+            println!("{}", version_text());
+            Ok(0)
+        }
         Command::Create(args) => create::execute(ctx, args),
         Command::Start(args) => start::execute(ctx, args),
         Command::State(args) => state::execute(ctx, args),

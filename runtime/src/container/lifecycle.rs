@@ -22,6 +22,8 @@ use crate::sandbox::{shares, Agent, AgentError, Sandbox, SandboxError};
 const ROOTFS_TAG: &str = "ward-rootfs";
 /// The 9p tag of the directory holding the container's host bind sources.
 const SHARED_TAG: &str = "ward-shared";
+/// VMs launched for one container before giving up on a guest whose vsock never answers.
+const BOOT_ATTEMPTS: u32 = 2;
 /// How long a VM gets to quit on its own when it is being torn down.
 const VM_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -237,17 +239,38 @@ fn boot(
             read_only: false,
         },
     ];
-    let sandbox = Sandbox::launch(&ctx.config, &id, &ctx.store.vm_dir(&id), shared, &ctx.log)
-        .map_err(sandbox_err(&id))?;
-    // Record the VM before anything else can fail, so a crash from here on leaves
-    // processes that `delete --force` can find.
-    state.vm = Some(sandbox.vm.clone());
-    ctx.store.save(lock, state)?;
-
     let timeout = Duration::from_secs(ctx.config.guest.boot_timeout_secs);
-    let agent = sandbox
-        .wait_for_agent(timeout, &ctx.log)
+    let mut attempt = 1;
+    let (sandbox, agent) = loop {
+        let sandbox = Sandbox::launch(
+            &ctx.config,
+            &id,
+            &ctx.store.vm_dir(&id),
+            shared.clone(),
+            &ctx.log,
+        )
         .map_err(sandbox_err(&id))?;
+        // Record the VM before anything else can fail, so a crash from here on leaves
+        // processes that `delete --force` can find.
+        state.vm = Some(sandbox.vm.clone());
+        ctx.store.save(lock, state)?;
+        match sandbox.wait_for_agent(timeout, &ctx.log) {
+            Ok(agent) => break (sandbox, agent),
+            // The guest is up but its vsock device never came to life: a fresh VM is
+            // the cure, once; a second time means something else is wrong.
+            Err(e @ SandboxError::Unreachable { .. }) if attempt < BOOT_ATTEMPTS => {
+                warn!(ctx.log, "relaunching the VM"; "container" => &id, "attempt" => attempt,
+                      "error" => e.to_string());
+                if let Err(e) = sandbox.shutdown(VM_SHUTDOWN_GRACE) {
+                    warn!(ctx.log, "stopping the VM"; "container" => &id, "error" => e.to_string());
+                }
+                // The next VM's console must not start with this one's "agent ready".
+                let _ = std::fs::remove_file(&sandbox.vm.console_log);
+                attempt += 1;
+            }
+            Err(e) => return Err(sandbox_err(&id)(e)),
+        }
+    };
     info!(ctx.log, "agent ready"; "container" => &id, "boot_ms" => started.elapsed().as_millis() as u64);
 
     let shared_fs = sandbox.vm.shared_fs;

@@ -18,6 +18,12 @@ pub use agent::{Agent, AgentError};
 
 use crate::config::Config;
 
+/// What the agent writes on the console once it listens (agent/src/main.rs).
+const AGENT_READY_LINE: &str = "agent ready";
+/// How long connections may keep failing after the agent said it listens: on a working
+/// VM the first one succeeds within milliseconds of that line.
+const UNREACHABLE_AFTER: Duration = Duration::from_secs(15);
+
 /// How many console lines an error about a dead VM shows.
 const CONSOLE_TAIL_LINES: usize = 20;
 
@@ -33,6 +39,13 @@ pub enum SandboxError {
     Dead { log: String, tail: String },
     #[error("the agent did not answer within {secs} s of VM start (last error: {last}); last lines of the console ({log}):\n{tail}")]
     BootTimeout {
+        secs: u64,
+        last: String,
+        log: String,
+        tail: String,
+    },
+    #[error("the agent is listening (its console says so) but vsock connections to it have failed for {secs} s (last error: {last}); last lines of the console ({log}):\n{tail}")]
+    Unreachable {
         secs: u64,
         last: String,
         log: String,
@@ -98,6 +111,7 @@ impl Sandbox {
         let start = Instant::now();
         let mut last;
         let mut pause = Duration::from_millis(5);
+        let mut agent_listening: Option<Instant> = None;
         loop {
             if !self.is_running() {
                 let (log, tail) = self.console_tail();
@@ -116,6 +130,18 @@ impl Sandbox {
                 Err(SandboxError::Agent(e @ AgentError::Version { .. })) => return Err(e.into()),
                 Err(e) => last = e.to_string(),
             }
+            if agent_listening.is_none() && self.console_says(AGENT_READY_LINE) {
+                agent_listening = Some(Instant::now());
+            }
+            if agent_listening.is_some_and(|since| since.elapsed() >= UNREACHABLE_AFTER) {
+                let (log, tail) = self.console_tail();
+                return Err(SandboxError::Unreachable {
+                    secs: UNREACHABLE_AFTER.as_secs(),
+                    last,
+                    log,
+                    tail,
+                });
+            }
             if start.elapsed() >= timeout {
                 let (log, tail) = self.console_tail();
                 return Err(SandboxError::BootTimeout {
@@ -128,6 +154,12 @@ impl Sandbox {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(100));
         }
+    }
+
+    /// Whether the guest console has shown `text`.
+    fn console_says(&self, text: &str) -> bool {
+        std::fs::read(&self.vm.console_log)
+            .is_ok_and(|bytes| String::from_utf8_lossy(&bytes).contains(text))
     }
 
     /// Connects to the agent of a VM that is already up.
