@@ -32,11 +32,12 @@ initrd: agent
 
 assets: kernel initrd
 
+# ward and ward-vmm side by side: the builtin backend finds ward-vmm next to ward.
 build:
-	$(CARGO) build -p ward-runtime
+	$(CARGO) build -p ward-runtime -p ward-vmm
 
 build-release:
-	$(CARGO) build --release -p ward-runtime
+	$(CARGO) build --release -p ward-runtime -p ward-vmm
 
 # A configuration that points ward at the assets of this checkout.
 config:

@@ -168,7 +168,13 @@ fn main() -> ExitCode {
     let mut report = serde_json::Map::new();
     println!(
         "{:<8} {:>4} {:>14} {:>14} {:>12} {:>14} {:>14}",
-        "backend", "runs", "first-serial", "agent-ready", "VMM RSS", "guest touched", "VMM overhead"
+        "backend",
+        "runs",
+        "first-serial",
+        "agent-ready",
+        "VMM RSS",
+        "guest touched",
+        "VMM overhead"
     );
     let mut failed = false;
     for kind in &o.backends {
