@@ -72,7 +72,9 @@ fn parse() -> Result<Options, String> {
 #[derive(Debug, Clone, serde::Serialize)]
 struct Sample {
     first_serial_ms: Option<u64>,
-    agent_ready_ms: u64,
+    /// None: the guest never got there (`failure` says why).
+    agent_ready_ms: Option<u64>,
+    failure: Option<String>,
     vmm_rss_kib: u64,
     guest_touched_kib: u64,
     vmm_overhead_kib: u64,
@@ -120,27 +122,48 @@ fn boot_once(kind: BackendKind, o: &Options, n: usize) -> Result<Sample, String>
         std::thread::sleep(Duration::from_millis(1));
     });
     let mut serial_watch = Some(serial_watch);
+    // The VMM's memory, sampled while it runs: the last sample stands for a guest that
+    // dies before its agent is up.
+    let pid = vm.processes[0].pid;
+    let mut last_rss = (0, 0);
+    let sample = |serial_watch: &mut Option<std::thread::JoinHandle<Option<Duration>>>,
+                  agent: Option<Duration>,
+                  rss: (u64, u64),
+                  failure: Option<String>| {
+        let first_serial = serial_watch.take().and_then(|w| w.join().ok().flatten());
+        Sample {
+            first_serial_ms: first_serial.map(|d| d.as_millis() as u64),
+            agent_ready_ms: agent.map(|d| d.as_millis() as u64),
+            failure,
+            vmm_rss_kib: rss.0,
+            guest_touched_kib: rss.1,
+            vmm_overhead_kib: rss.0.saturating_sub(rss.1),
+        }
+    };
     let result = loop {
         let now = start.elapsed();
         if hypervisor.connect(&vm, AGENT_PORT).is_ok() {
             let now = start.elapsed();
-            let first_serial = serial_watch.take().and_then(|w| w.join().ok().flatten());
-            let pid = vm.processes[0].pid;
-            let rss = status_kib(pid, "VmRSS");
-            let shmem = status_kib(pid, "RssShmem");
-            break Ok(Sample {
-                first_serial_ms: first_serial.map(|d| d.as_millis() as u64),
-                agent_ready_ms: now.as_millis() as u64,
-                vmm_rss_kib: rss,
-                guest_touched_kib: shmem,
-                vmm_overhead_kib: rss.saturating_sub(shmem),
-            });
+            let rss = (status_kib(pid, "VmRSS"), status_kib(pid, "RssShmem"));
+            break Ok(sample(&mut serial_watch, Some(now), rss, None));
         }
-        if !hypervisor.is_running(&vm) {
-            break Err(format!(
-                "{kind}: the VM exited; console:\n{}",
-                ward_hypervisor::console_tail(&vm.console_log, 20)
-            ));
+        if hypervisor.is_running(&vm) {
+            let rss = (status_kib(pid, "VmRSS"), status_kib(pid, "RssShmem"));
+            if rss.0 > 0 {
+                last_rss = rss;
+            }
+        } else {
+            let tail = ward_hypervisor::console_tail(&vm.console_log, 20);
+            if std::fs::metadata(&vm.console_log).is_ok_and(|m| m.len() > 0) {
+                // It booted far enough to print: report that much, and why it stopped.
+                let why = tail
+                    .lines()
+                    .find(|l| l.contains("segfault") || l.contains("panic"))
+                    .unwrap_or("the VM exited")
+                    .to_string();
+                break Ok(sample(&mut serial_watch, None, last_rss, Some(why)));
+            }
+            break Err(format!("{kind}: the VM exited; console:\n{tail}"));
         }
         if now > BOOT_LIMIT {
             break Err(format!("{kind}: no agent after {} s", BOOT_LIMIT.as_secs()));
@@ -194,20 +217,25 @@ fn main() -> ExitCode {
         }
         let pick = |f: fn(&Sample) -> u64| median(samples.iter().map(f).collect());
         let serial = pick(|s| s.first_serial_ms.unwrap_or(0));
-        let agent = pick(|s| s.agent_ready_ms);
+        let ready: Vec<u64> = samples.iter().filter_map(|s| s.agent_ready_ms).collect();
+        let agent = (!ready.is_empty()).then(|| median(ready));
         let rss = pick(|s| s.vmm_rss_kib);
         let touched = pick(|s| s.guest_touched_kib);
         let overhead = pick(|s| s.vmm_overhead_kib);
+        let agent_text = agent.map_or("never".to_string(), |ms| format!("{ms} ms"));
         println!(
-            "{:<8} {:>4} {:>11} ms {:>11} ms {:>8} KiB {:>10} KiB {:>10} KiB",
+            "{:<8} {:>4} {:>11} ms {:>14} {:>8} KiB {:>10} KiB {:>10} KiB",
             kind.as_str(),
             samples.len(),
             serial,
-            agent,
+            agent_text,
             rss,
             touched,
             overhead
         );
+        for failure in samples.iter().filter_map(|s| s.failure.as_deref()) {
+            println!("         the guest stopped before its agent: {failure}");
+        }
         report.insert(
             kind.as_str().to_string(),
             serde_json::json!({
