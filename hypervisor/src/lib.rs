@@ -72,6 +72,40 @@ pub struct VmConfig {
     pub shared_dirs: Vec<SharedDir>,
 }
 
+impl VmConfig {
+    /// Fails naming the first guest asset that is not a file.
+    pub fn check_assets(&self) -> Result<()> {
+        for (what, path) in [
+            ("guest kernel", &self.kernel),
+            ("guest initrd", &self.initrd),
+        ] {
+            if !path.is_file() {
+                return Err(Error::MissingAsset {
+                    what,
+                    path: path.clone(),
+                    hint: "build them with `make assets`",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The same VM with every path absolute: VMMs and helpers run in the run directory.
+    pub fn with_absolute_paths(&self) -> Result<VmConfig> {
+        let absolute = |p: &std::path::Path| {
+            std::path::absolute(p).map_err(|e| Error::io(format!("resolving {}", p.display()), e))
+        };
+        let mut vm = self.clone();
+        vm.run_dir = absolute(&vm.run_dir)?;
+        vm.kernel = absolute(&vm.kernel)?;
+        vm.initrd = absolute(&vm.initrd)?;
+        for dir in &mut vm.shared_dirs {
+            dir.host_path = absolute(&dir.host_path)?;
+        }
+        Ok(vm)
+    }
+}
+
 /// A running VM as the runtime persists it: enough for any later process to reach the
 /// agent and to stop everything the VM is made of.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

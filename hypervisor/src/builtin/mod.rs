@@ -62,20 +62,12 @@ impl Hypervisor for Builtin {
     }
 
     fn launch(&self, vm: &VmConfig) -> Result<VmInstance> {
-        for (what, path) in [("guest kernel", &vm.kernel), ("guest initrd", &vm.initrd)] {
-            if !path.is_file() {
-                return Err(Error::MissingAsset {
-                    what,
-                    path: path.clone(),
-                    hint: "build them with `make assets`",
-                });
-            }
-        }
+        vm.check_assets()?;
         let binary = find_vmm(&self.config.binary).ok_or_else(|| Error::MissingBinary {
             binary: self.config.binary.display().to_string(),
             hint: "build it with `cargo build -p ward-vmm` and install it next to ward".into(),
         })?;
-        let vm = &absolute(vm)?;
+        let vm = &vm.with_absolute_paths()?;
         let paths = RunPaths::new(&vm.run_dir);
         paths.check_socket_lengths(vm.shared_dirs.len())?;
         paths.remove_sockets(vm.shared_dirs.len())?;
@@ -148,20 +140,6 @@ impl Hypervisor for Builtin {
     fn set_vcpus(&self, vm: &VmInstance, count: u32) -> Result<()> {
         self.api(vm)?.set_vcpus(count)
     }
-}
-
-fn absolute(vm: &VmConfig) -> Result<VmConfig> {
-    let absolute = |p: &Path| {
-        std::path::absolute(p).map_err(|e| Error::io(format!("resolving {}", p.display()), e))
-    };
-    let mut vm = vm.clone();
-    vm.run_dir = absolute(&vm.run_dir)?;
-    vm.kernel = absolute(&vm.kernel)?;
-    vm.initrd = absolute(&vm.initrd)?;
-    for dir in &mut vm.shared_dirs {
-        dir.host_path = absolute(&dir.host_path)?;
-    }
-    Ok(vm)
 }
 
 /// Waits until ward-vmm answers a ping, or has exited, or START_TIMEOUT passed.

@@ -1,7 +1,6 @@
 //! Starting a VM: check the inputs, decide accelerator and vsock, start the helpers and
 //! QEMU, and return once QEMU answers on QMP (the guest may still be booting).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::accel;
@@ -17,11 +16,10 @@ use super::{tsc, vhost_vsock, vsock_helper, Qemu};
 const FIRST_PASSED_FD: i32 = 3;
 
 pub fn launch(qemu: &Qemu, vm: &VmConfig) -> Result<VmInstance> {
-    check_asset("guest kernel", &vm.kernel)?;
-    check_asset("guest initrd", &vm.initrd)?;
+    vm.check_assets()?;
     cmdline::validate(vm)?;
     // QEMU and the helpers run in the run directory: every path they get must be absolute.
-    let vm = &absolute_paths(vm)?;
+    let vm = &vm.with_absolute_paths()?;
     let machine = Machine::parse(&qemu.config.machine)?;
     let binary = find_binary(&qemu.config.binary).ok_or_else(|| Error::MissingBinary {
         binary: qemu.config.binary.display().to_string(),
@@ -106,32 +104,6 @@ pub fn launch(qemu: &Qemu, vm: &VmConfig) -> Result<VmInstance> {
         description: format!("qemu {machine} {accel}"),
         shared_fs: crate::SharedFs::NineP,
     })
-}
-
-fn absolute_paths(vm: &VmConfig) -> Result<VmConfig> {
-    let absolute = |p: &Path| {
-        std::path::absolute(p).map_err(|e| Error::io(format!("resolving {}", p.display()), e))
-    };
-    let mut vm = vm.clone();
-    vm.run_dir = absolute(&vm.run_dir)?;
-    vm.kernel = absolute(&vm.kernel)?;
-    vm.initrd = absolute(&vm.initrd)?;
-    for dir in &mut vm.shared_dirs {
-        dir.host_path = absolute(&dir.host_path)?;
-    }
-    Ok(vm)
-}
-
-fn check_asset(what: &'static str, path: &Path) -> Result<()> {
-    if path.is_file() {
-        Ok(())
-    } else {
-        Err(Error::MissingAsset {
-            what,
-            path: path.to_path_buf(),
-            hint: "build them with `make assets`",
-        })
-    }
 }
 
 /// Waits until QEMU greets on QMP, or has exited, or `timeout` passed.
