@@ -11,6 +11,7 @@ pub mod config;
 mod detach;
 pub mod process;
 pub mod qemu;
+mod runfiles;
 pub mod vsock;
 
 use std::path::PathBuf;

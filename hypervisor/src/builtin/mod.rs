@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::detach::{find_binary, spawn_detached, Program};
+use crate::runfiles;
 use crate::{
     BackendKind, BuiltinConfig, DiskSpec, Error, Hypervisor, ProcessRecord, Result, SharedFs,
     VmConfig, VmInstance, VsockEndpoint,
@@ -89,7 +90,7 @@ impl Hypervisor for Builtin {
         };
         processes.insert(0, vmm.clone());
         if let Err(e) = wait_for_api(&paths, &vmm) {
-            stop_all(&processes);
+            runfiles::stop_all(&processes, TERM_GRACE);
             return Err(e);
         }
         Ok(VmInstance {
@@ -115,7 +116,7 @@ impl Hypervisor for Builtin {
             }
             vmm.wait_gone(deadline.saturating_duration_since(Instant::now()));
         }
-        let survivors = stop_all(&vm.processes);
+        let survivors = runfiles::stop_all(&vm.processes, TERM_GRACE);
         if let Some(paths) = RunPaths::from_control_socket(&vm.control_socket) {
             // Shared directories' sockets are virtiofsd's, gone with it; the rest are ours.
             paths.remove_sockets(0)?;
@@ -173,23 +174,6 @@ fn wait_for_api(paths: &RunPaths, vmm: &ProcessRecord) -> Result<()> {
     }
 }
 
-/// Ends every process still alive (the VMM first); returns those that would not die.
-fn stop_all(processes: &[ProcessRecord]) -> Vec<String> {
-    processes
-        .iter()
-        .filter(|p| p.is_alive() && !p.terminate(TERM_GRACE))
-        .map(|p| format!("{} (pid {})", p.name, p.pid))
-        .collect()
-}
-
 fn vmm_died(paths: &RunPaths) -> Error {
-    Error::HelperDied {
-        what: "ward-vmm".into(),
-        status: "exited".into(),
-        detail: format!(
-            "its log {} ends with:\n{}",
-            paths.vmm_log.display(),
-            crate::console_tail(&paths.vmm_log, 20)
-        ),
-    }
+    runfiles::helper_died("ward-vmm", "exited", &paths.vmm_log)
 }

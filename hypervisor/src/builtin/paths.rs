@@ -2,10 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result};
-
-/// sockaddr_un's sun_path holds 108 bytes, NUL included.
-const MAX_SOCKET_PATH: usize = 107;
+use crate::{runfiles, Result};
 
 #[derive(Debug, Clone)]
 pub struct RunPaths {
@@ -47,32 +44,16 @@ impl RunPaths {
 
     /// Every socket path must fit sockaddr_un; vsock's `<vsock>_<port>` adds up to 11.
     pub fn check_socket_lengths(&self, shared_dirs: usize) -> Result<()> {
-        let mut sockets = vec![(self.api.clone(), 0), (self.vsock.clone(), 11)];
-        sockets.extend((0..shared_dirs).map(|n| (self.fs_socket(n), 0)));
-        for (path, suffix) in sockets {
-            let len = path.as_os_str().len() + suffix;
-            if len > MAX_SOCKET_PATH {
-                return Err(Error::Config(format!(
-                    "socket path {} is {len} bytes with its suffix, over the {MAX_SOCKET_PATH} a \
-                     Unix socket allows: use a shorter --root",
-                    path.display()
-                )));
-            }
-        }
-        Ok(())
+        runfiles::check_socket_path(&self.dir, &self.api, 0)?;
+        runfiles::check_socket_path(&self.dir, &self.vsock, 11)?;
+        (0..shared_dirs)
+            .try_for_each(|n| runfiles::check_socket_path(&self.dir, &self.fs_socket(n), 0))
     }
 
     /// Removes the sockets a previous VM in this directory may have left.
     pub fn remove_sockets(&self, shared_dirs: usize) -> Result<()> {
-        let mut sockets = vec![self.api.clone(), self.vsock.clone()];
-        sockets.extend((0..shared_dirs).map(|n| self.fs_socket(n)));
-        for path in sockets {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
-            }
-        }
-        Ok(())
+        runfiles::remove_if_present(&self.api)?;
+        runfiles::remove_if_present(&self.vsock)?;
+        (0..shared_dirs).try_for_each(|n| runfiles::remove_if_present(&self.fs_socket(n)))
     }
 }

@@ -3,10 +3,10 @@
 //! before that stops it by its record.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::detach::{find_binary, spawn_detached, Program};
-use crate::{Error, ProcessRecord, Result, SharedDir};
+use crate::{runfiles, Error, ProcessRecord, Result, SharedDir};
 
 use super::paths::RunPaths;
 
@@ -56,9 +56,10 @@ pub fn start_all(
         let started = (|| {
             let program = Program::new("virtiofsd", &path, &args(dir, &socket), &paths.dir, &log)?;
             let pid = spawn_detached(&program)?;
-            let record =
-                ProcessRecord::of("virtiofsd", pid).ok_or_else(|| died(&log, "exited at once"))?;
-            wait_for_socket(&record, &socket, &log)?;
+            let record = ProcessRecord::of("virtiofsd", pid)
+                .ok_or_else(|| runfiles::helper_died("virtiofsd", "exited at once", &log))?;
+            runfiles::wait_for_socket("virtiofsd", &record, &socket, &log, READY_TIMEOUT)
+                .inspect_err(|_| stop(std::slice::from_ref(&record)))?;
             Ok(record)
         })();
         match started {
@@ -79,42 +80,6 @@ pub fn start_all(
 pub fn stop(records: &[ProcessRecord]) {
     for record in records {
         record.terminate(Duration::from_secs(1));
-    }
-}
-
-fn wait_for_socket(record: &ProcessRecord, socket: &Path, log: &Path) -> Result<()> {
-    let started = Instant::now();
-    while !socket.exists() {
-        if !record.is_alive() {
-            return Err(died(log, "exited"));
-        }
-        if started.elapsed() > READY_TIMEOUT {
-            record.terminate(Duration::from_secs(1));
-            return Err(Error::Timeout {
-                what: "virtiofsd".into(),
-                secs: READY_TIMEOUT.as_secs(),
-                detail: format!(
-                    "no socket {}; its log {} ends with:\n{}",
-                    socket.display(),
-                    log.display(),
-                    crate::console_tail(log, 20)
-                ),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    Ok(())
-}
-
-fn died(log: &Path, status: &str) -> Error {
-    Error::HelperDied {
-        what: "virtiofsd".into(),
-        status: status.into(),
-        detail: format!(
-            "its log {} ends with:\n{}",
-            log.display(),
-            crate::console_tail(log, 20)
-        ),
     }
 }
 

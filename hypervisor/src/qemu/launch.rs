@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::accel;
 use crate::detach::{find_binary, spawn_detached, Program};
+use crate::{accel, runfiles};
 use crate::{BackendKind, Error, ProcessRecord, Result, VmConfig, VmInstance, VsockEndpoint};
 
 use super::cmdline::{self, Inputs, Machine, VsockDevice};
@@ -151,8 +151,6 @@ fn tails(paths: &RunPaths) -> String {
 
 /// Undoes a launch that failed half-way.
 fn stop_all(processes: &[ProcessRecord], paths: &RunPaths) {
-    for process in processes {
-        process.terminate(Duration::from_millis(500));
-    }
+    runfiles::stop_all(processes, Duration::from_millis(500));
     let _ = paths.remove_sockets();
 }

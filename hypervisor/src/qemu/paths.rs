@@ -3,10 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result};
-
-/// sun_path holds 108 bytes, the last of them NUL.
-const MAX_SOCKET_PATH: usize = 107;
+use crate::{runfiles, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunPaths {
@@ -51,31 +48,17 @@ impl RunPaths {
     /// (Guest-initiated connections land on `<hybrid_uds>_<port>`: 11 bytes more.)
     pub fn check_socket_lengths(&self) -> Result<()> {
         for socket in self.sockets() {
-            let len = socket.as_os_str().len();
-            let extra = if socket == self.hybrid_uds { 11 } else { 0 };
-            if len + extra > MAX_SOCKET_PATH {
-                return Err(Error::Config(format!(
-                    "the run directory {} is too deep: socket path {} would be {} bytes, \
-                     Unix sockets allow {MAX_SOCKET_PATH}",
-                    self.dir.display(),
-                    socket.display(),
-                    len + extra
-                )));
-            }
+            let suffix = if socket == self.hybrid_uds { 11 } else { 0 };
+            runfiles::check_socket_path(&self.dir, socket, suffix)?;
         }
         Ok(())
     }
 
     /// Removes the sockets; those already gone are fine.
     pub fn remove_sockets(&self) -> Result<()> {
-        for socket in self.sockets() {
-            match std::fs::remove_file(socket) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(format!("removing {}", socket.display()), e)),
-            }
-        }
-        Ok(())
+        self.sockets()
+            .into_iter()
+            .try_for_each(runfiles::remove_if_present)
     }
 }
 

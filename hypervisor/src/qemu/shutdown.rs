@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{Error, Result, VmInstance, VsockEndpoint};
+use crate::{runfiles, Error, Result, VmInstance, VsockEndpoint};
 
 use super::paths::RunPaths;
 use super::qmp::QmpClient;
@@ -25,22 +25,13 @@ pub fn shutdown(vm: &VmInstance, grace: Duration) -> Result<()> {
         qemu.wait_gone(deadline.saturating_duration_since(Instant::now()));
     }
     // QEMU first, so that the vsock watcher is not the one left stopping its helper.
-    let survivors: Vec<String> = vm
-        .processes
-        .iter()
-        .filter(|p| p.is_alive() && !p.terminate(TERM_GRACE))
-        .map(|p| format!("{} (pid {})", p.name, p.pid))
-        .collect();
+    let survivors = runfiles::stop_all(&vm.processes, TERM_GRACE);
 
     if let Some(paths) = RunPaths::from_control_socket(&vm.control_socket) {
         paths.remove_sockets()?;
     }
     if let VsockEndpoint::Hybrid { uds } = &vm.vsock {
-        match std::fs::remove_file(uds) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("removing {}", uds.display()), e)),
-        }
+        runfiles::remove_if_present(uds)?;
     }
     if survivors.is_empty() {
         Ok(())

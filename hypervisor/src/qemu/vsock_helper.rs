@@ -9,10 +9,10 @@
 //! a watcher (see `detach::supervise`) that stops it when QEMU ends.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::detach::{find_binary, spawn_supervised, Program, Supervised};
-use crate::{Error, ProcessRecord, Result};
+use crate::{runfiles, Error, ProcessRecord, Result};
 
 use super::paths::RunPaths;
 
@@ -61,25 +61,13 @@ pub fn start(binary: &Path, paths: &RunPaths) -> Result<VsockHelper> {
     let (Some(helper), Some(watcher)) = (helper, watcher) else {
         return Err(died(paths));
     };
-    let started = Instant::now();
-    while !paths.vhost_user.exists() {
-        if !helper.is_alive() {
-            return Err(died(paths));
-        }
-        if started.elapsed() > READY_TIMEOUT {
-            return Err(Error::Timeout {
-                what: "vhost-device-vsock".into(),
-                secs: READY_TIMEOUT.as_secs(),
-                detail: format!(
-                    "no socket {}; its log {} ends with:\n{}",
-                    paths.vhost_user.display(),
-                    paths.vsock_log.display(),
-                    crate::console_tail(&paths.vsock_log, 20)
-                ),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    runfiles::wait_for_socket(
+        "vhost-device-vsock",
+        &helper,
+        &paths.vhost_user,
+        &paths.vsock_log,
+        READY_TIMEOUT,
+    )?;
     Ok(VsockHelper {
         helper,
         watcher,
@@ -88,13 +76,5 @@ pub fn start(binary: &Path, paths: &RunPaths) -> Result<VsockHelper> {
 }
 
 fn died(paths: &RunPaths) -> Error {
-    Error::HelperDied {
-        what: "vhost-device-vsock".into(),
-        status: "exited".into(),
-        detail: format!(
-            "its log {} ends with:\n{}",
-            paths.vsock_log.display(),
-            crate::console_tail(&paths.vsock_log, 20)
-        ),
-    }
+    runfiles::helper_died("vhost-device-vsock", "exited", &paths.vsock_log)
 }
