@@ -29,17 +29,20 @@ fn check_says_ward_can_run_here_and_is_consistent() {
     }
     let summary = &report["summary"];
     assert_eq!(summary["can_run"], true, "{summary}");
-    assert_eq!(summary["backend"], "qemu");
     let class = summary["kvm_class"].as_str().expect("kvm_class");
     assert!(
-        ["hardware", "emulated", "unusable"].contains(&class),
+        ["hardware", "nested", "emulated-ring0", "absent", "unusable"].contains(&class),
         "{class}"
     );
-    // The test configuration leaves hypervisor.accel at auto: KVM only at hardware speed.
-    let expected = if class == "hardware" { "kvm" } else { "tcg" };
+    // The test configuration leaves hypervisor.accel and backend at auto: KVM, and
+    // ward-vmm (built next to ward), only where guest kernel code runs in hardware.
+    let kvm_speed = ["hardware", "nested"].contains(&class);
+    let expected = if kvm_speed { "kvm" } else { "tcg" };
     assert_eq!(summary["accelerator"], expected, "{summary}");
+    let backend = if kvm_speed { "builtin" } else { "qemu" };
+    assert_eq!(summary["backend"], backend, "{summary}");
     if !std::path::Path::new("/dev/kvm").exists() {
-        assert_eq!(class, "unusable");
+        assert_eq!(class, "absent");
     }
     // The text form agrees with the JSON one.
     let out = ward.run(&["check", "--verbose"]);

@@ -31,8 +31,18 @@ const CODE: u64 = 0x4000;
 const DONE_PORT: u16 = 0xe9;
 /// `1: dec rcx; jnz 1b; out 0xe9, al; hlt` — the count comes in RCX.
 const LOOP_CODE: [u8; 8] = [0x48, 0xff, 0xc9, 0x75, 0xfb, 0xe6, 0xe9, 0xf4];
+/// Where the `out` is.
+const AT_OUT: u64 = CODE + 5;
 /// Where RIP is after the `out`.
 const AFTER_OUT: u64 = CODE + 7;
+
+/// Whether the vCPU stopped at the loop's `out`, as each kind of KVM reports it: with
+/// VMX/SVM the fast port-I/O path exits to userspace with RIP still *on* the instruction
+/// and skips it on the next KVM_RUN (the kernel's `complete_fast_pio_out`); a KVM that
+/// emulates guest ring 0 (PVM) has already moved RIP past it.
+fn stopped_at_out(rcx: u64, rip: u64) -> bool {
+    rcx == 0 && (rip == AT_OUT || rip == AFTER_OUT)
+}
 
 /// Present, writable, user-accessible (ring 3 runs the same code through the same tables).
 const PTE_PRW_USER: u64 = 0x7;
@@ -211,7 +221,7 @@ impl LoopVm {
             .vcpu
             .get_regs()
             .map_err(|e| format!("KVM_GET_REGS: {e}"))?;
-        if regs.rcx != 0 || regs.rip != AFTER_OUT {
+        if !stopped_at_out(regs.rcx, regs.rip) {
             return Err(format!(
                 "loop did not complete (rcx {:#x}, rip {:#x})",
                 regs.rcx, regs.rip
@@ -276,6 +286,18 @@ fn segment(selector: u16, dpl: u8, code: bool) -> kvm_segment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_out_counts_with_rip_on_it_or_past_it() {
+        // SVM/VMX (RIP on the `out`) and PVM (past it) both finished the loop.
+        assert!(stopped_at_out(0, AT_OUT));
+        assert!(stopped_at_out(0, AFTER_OUT));
+        // An unfinished loop, or a stop anywhere else, is not a completed run.
+        assert!(!stopped_at_out(1, AT_OUT));
+        assert!(!stopped_at_out(0, CODE));
+        assert!(!stopped_at_out(0, CODE + 3));
+        assert!(!stopped_at_out(0, AFTER_OUT + 1));
+    }
 
     #[test]
     fn gdt_matches_the_segment_caches() {

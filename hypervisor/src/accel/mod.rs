@@ -43,9 +43,10 @@ impl fmt::Display for Accel {
 impl Accel {
     /// The accelerator a probe report stands for.
     pub fn from_class(class: KvmClass) -> Accel {
-        match class {
-            KvmClass::Hardware => Accel::Kvm,
-            KvmClass::Emulated | KvmClass::Unusable => Accel::Tcg,
+        if class.runs_guest_kernels_in_hardware() {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
         }
     }
 }
@@ -116,7 +117,7 @@ mod tests {
     }
 
     fn emulated() -> ProbeReport {
-        report::measured(12, 1e6, Ok(3e9))
+        report::measured(12, 1e6, Ok(3e9), true)
     }
 
     #[test]
@@ -147,12 +148,12 @@ mod tests {
         let file = cache_file(dir.path());
         std::fs::write(&file, b"{ not json").expect("write");
         let report = cached_or_probe(&file, &key("boot-a"), false, emulated);
-        assert_eq!(report.class, KvmClass::Emulated);
+        assert_eq!(report.class, KvmClass::EmulatedRing0);
 
         let unwritable = dir.path().join("a-file").join("accel-probe.json");
         std::fs::write(dir.path().join("a-file"), b"").expect("write");
         let report = cached_or_probe(&unwritable, &key("boot-a"), false, emulated);
-        assert_eq!(report.class, KvmClass::Emulated);
+        assert_eq!(report.class, KvmClass::EmulatedRing0);
     }
 
     #[test]
@@ -168,8 +169,10 @@ mod tests {
     #[test]
     fn classes_map_to_accelerators() {
         assert_eq!(Accel::from_class(KvmClass::Hardware), Accel::Kvm);
-        assert_eq!(Accel::from_class(KvmClass::Emulated), Accel::Tcg);
+        assert_eq!(Accel::from_class(KvmClass::EmulatedRing0), Accel::Tcg);
         assert_eq!(Accel::from_class(KvmClass::Unusable), Accel::Tcg);
+        assert_eq!(Accel::from_class(KvmClass::Absent), Accel::Tcg);
+        assert_eq!(Accel::from_class(KvmClass::Nested), Accel::Kvm);
         assert_eq!(Accel::Kvm.to_string(), "kvm");
         assert_eq!(serde_json::to_string(&Accel::Tcg).expect("json"), "\"tcg\"");
     }

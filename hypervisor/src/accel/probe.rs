@@ -11,7 +11,7 @@ use std::time::Duration;
 use kvm_ioctls::Kvm;
 
 use super::loop_vm::{LoopVm, Ring};
-use super::report::{measured, unusable, ProbeReport};
+use super::report::{measured, under_hypervisor, unusable, ProbeReport};
 
 /// Beyond this the probe gives up on the throwaway VM.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -65,7 +65,11 @@ pub fn probe() -> ProbeReport {
     match outcome {
         Err(why) => unusable(true, Some(api), why),
         Ok((Err(why), _)) => unusable(true, Some(api), format!("ring-0 loop: {why}")),
-        Ok((Ok(ring0), ring3)) => measured(api, ring0, ring3),
+        Ok((Ok(ring0), ring3)) => {
+            // Unreadable cpuinfo only loses the nested/bare-metal distinction.
+            let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+            measured(api, ring0, ring3, under_hypervisor(&cpuinfo))
+        }
     }
 }
 
@@ -93,8 +97,8 @@ mod tests {
     use crate::accel::KvmClass;
 
     /// The real thing, on the machine the tests run on; prints what it measured
-    /// (`--nocapture`). Where the class is known, WARD_EXPECT_KVM_CLASS=emulated (or
-    /// hardware, unusable) makes it an assertion.
+    /// (`--nocapture`). Where the class is known, WARD_EXPECT_KVM_CLASS=emulated-ring0 (or
+    /// hardware, nested, absent, unusable) makes it an assertion.
     #[test]
     fn probes_this_host() {
         let report = probe();
@@ -102,7 +106,7 @@ mod tests {
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
         eprintln!("{json}");
         if !std::path::Path::new("/dev/kvm").exists() {
-            assert_eq!(report.class, KvmClass::Unusable);
+            assert_eq!(report.class, KvmClass::Absent);
         }
         if let Ok(expected) = std::env::var("WARD_EXPECT_KVM_CLASS") {
             assert_eq!(report.class.to_string(), expected, "{report}");

@@ -12,21 +12,37 @@ pub const HARDWARE_MIN_ITERATIONS_PER_SEC: f64 = 50e6;
 
 /// What KVM is worth on this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum KvmClass {
-    /// Guest kernel code runs at hardware speed: use KVM.
+    /// Bare metal: guest kernel code runs in hardware (VT-x/AMD-V). Use KVM.
     Hardware,
-    /// KVM works but guest kernel code is emulated (e.g. PVM): TCG is faster.
-    Emulated,
-    /// No KVM to use; `ProbeReport::reason` says why.
+    /// This host is itself a VM, and its KVM runs guest kernel code at hardware speed
+    /// through nested virtualization (a cloud VM with nested VT-x/AMD-V, or an L1 on an
+    /// emulated SVM CPU). Use KVM.
+    Nested,
+    /// KVM works, but guest kernel code is emulated (e.g. PVM): TCG is faster, and
+    /// guests' `syscall` may not even work.
+    EmulatedRing0,
+    /// There is no /dev/kvm.
+    Absent,
+    /// /dev/kvm exists but cannot run a VM; `ProbeReport::reason` says why.
     Unusable,
+}
+
+impl KvmClass {
+    /// Whether ward runs VMs on KVM here.
+    pub fn runs_guest_kernels_in_hardware(self) -> bool {
+        matches!(self, KvmClass::Hardware | KvmClass::Nested)
+    }
 }
 
 impl fmt::Display for KvmClass {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             KvmClass::Hardware => "hardware",
-            KvmClass::Emulated => "emulated",
+            KvmClass::Nested => "nested",
+            KvmClass::EmulatedRing0 => "emulated-ring0",
+            KvmClass::Absent => "absent",
             KvmClass::Unusable => "unusable",
         })
     }
@@ -73,21 +89,28 @@ impl fmt::Display for ProbeReport {
     }
 }
 
-/// The class a measured ring-0 speed stands for.
-pub fn classify(ring0_iterations_per_sec: f64) -> KvmClass {
-    if ring0_iterations_per_sec >= HARDWARE_MIN_ITERATIONS_PER_SEC {
-        KvmClass::Hardware
+/// The class a measured ring-0 speed stands for, on a host that is (`under_hypervisor`)
+/// or is not itself a virtual machine.
+pub fn classify(ring0_iterations_per_sec: f64, under_hypervisor: bool) -> KvmClass {
+    if ring0_iterations_per_sec < HARDWARE_MIN_ITERATIONS_PER_SEC {
+        KvmClass::EmulatedRing0
+    } else if under_hypervisor {
+        KvmClass::Nested
     } else {
-        KvmClass::Emulated
+        KvmClass::Hardware
     }
 }
 
-/// The report of a probe that found no usable KVM.
+/// The report of a probe that found no usable KVM: `Absent` without /dev/kvm.
 pub fn unusable(kvm_present: bool, api_version: Option<i32>, reason: String) -> ProbeReport {
     ProbeReport {
         kvm_present,
         api_version,
-        class: KvmClass::Unusable,
+        class: if kvm_present {
+            KvmClass::Unusable
+        } else {
+            KvmClass::Absent
+        },
         ring0_iterations_per_sec: 0.0,
         ring3_iterations_per_sec: None,
         ring3_note: None,
@@ -96,16 +119,24 @@ pub fn unusable(kvm_present: bool, api_version: Option<i32>, reason: String) -> 
 }
 
 /// The report for measured speeds (`ring3` is the ring-3 outcome, speed or why not).
-pub fn measured(api_version: i32, ring0: f64, ring3: Result<f64, String>) -> ProbeReport {
-    let class = classify(ring0);
+pub fn measured(
+    api_version: i32,
+    ring0: f64,
+    ring3: Result<f64, String>,
+    under_hypervisor: bool,
+) -> ProbeReport {
+    let class = classify(ring0, under_hypervisor);
+    let threshold = HARDWARE_MIN_ITERATIONS_PER_SEC / 1e6;
     let reason = match class {
         KvmClass::Hardware => format!(
-            "guest kernel code runs at hardware speed (at least {:.0}M iterations/s)",
-            HARDWARE_MIN_ITERATIONS_PER_SEC / 1e6
+            "guest kernel code runs at hardware speed (at least {threshold:.0}M iterations/s)"
+        ),
+        KvmClass::Nested => format!(
+            "this host is a VM and its KVM runs guest kernel code at hardware speed through \
+             nested virtualization (at least {threshold:.0}M iterations/s)"
         ),
         _ => format!(
-            "guest kernel code is emulated (below {:.0}M iterations/s): TCG is faster",
-            HARDWARE_MIN_ITERATIONS_PER_SEC / 1e6
+            "guest kernel code is emulated (below {threshold:.0}M iterations/s): TCG is faster"
         ),
     };
     let (ring3_iterations_per_sec, ring3_note) = match ring3 {
@@ -123,40 +154,78 @@ pub fn measured(api_version: i32, ring0: f64, ring3: Result<f64, String>) -> Pro
     }
 }
 
+/// Whether this host is itself a virtual machine: CPUID's hypervisor bit, as the kernel
+/// lists it among the CPU's flags.
+pub fn under_hypervisor(cpuinfo: &str) -> bool {
+    cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|flag| flag == "hypervisor"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn classifies_by_ring0_speed() {
-        assert_eq!(classify(3e9), KvmClass::Hardware);
+    fn classifies_by_ring0_speed_and_by_whether_the_host_is_a_vm() {
+        // Bare metal with VT-x/AMD-V.
+        assert_eq!(classify(3e9, false), KvmClass::Hardware);
         assert_eq!(
-            classify(HARDWARE_MIN_ITERATIONS_PER_SEC),
+            classify(HARDWARE_MIN_ITERATIONS_PER_SEC, false),
             KvmClass::Hardware
         );
-        assert_eq!(classify(49e6), KvmClass::Emulated);
-        assert_eq!(classify(0.5e6), KvmClass::Emulated);
+        // A VM whose KVM has nested virtualization (the L1 of the KVM tests).
+        assert_eq!(classify(3e8, true), KvmClass::Nested);
+        // PVM: ring 0 emulated at about a million instructions a second, VM or not.
+        assert_eq!(classify(49e6, false), KvmClass::EmulatedRing0);
+        assert_eq!(classify(0.5e6, true), KvmClass::EmulatedRing0);
+        assert!(KvmClass::Hardware.runs_guest_kernels_in_hardware());
+        assert!(KvmClass::Nested.runs_guest_kernels_in_hardware());
+        assert!(!KvmClass::EmulatedRing0.runs_guest_kernels_in_hardware());
+        assert!(!KvmClass::Absent.runs_guest_kernels_in_hardware());
+        assert!(!KvmClass::Unusable.runs_guest_kernels_in_hardware());
     }
 
     #[test]
     fn pvm_like_numbers_are_emulated_and_keep_ring3() {
-        let report = measured(12, 0.6e6, Ok(2.5e9));
-        assert_eq!(report.class, KvmClass::Emulated);
+        let report = measured(12, 0.6e6, Ok(2.5e9), true);
+        assert_eq!(report.class, KvmClass::EmulatedRing0);
         assert_eq!(report.ring3_iterations_per_sec, Some(2.5e9));
         assert!(report.to_string().contains("emulated"), "{report}");
 
-        let report = measured(12, 2e9, Err("KVM_SET_SREGS: EINVAL".into()));
+        let report = measured(12, 2e9, Err("KVM_SET_SREGS: EINVAL".into()), false);
         assert_eq!(report.class, KvmClass::Hardware);
         assert_eq!(report.ring3_note.as_deref(), Some("KVM_SET_SREGS: EINVAL"));
+
+        let report = measured(12, 2e8, Ok(2e8), true);
+        assert_eq!(report.class, KvmClass::Nested);
+        assert!(report.reason.contains("nested"), "{report}");
     }
 
     #[test]
-    fn unusable_keeps_its_reason_and_round_trips() {
+    fn no_device_is_absent_and_a_broken_one_unusable() {
         let report = unusable(false, None, "cannot open /dev/kvm: ENOENT".into());
-        assert_eq!(report.class, KvmClass::Unusable);
+        assert_eq!(report.class, KvmClass::Absent);
         let json = serde_json::to_string(&report).expect("serialize");
         let back: ProbeReport = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back, report);
-        assert!(json.contains("\"class\":\"unusable\""), "{json}");
+        assert!(json.contains("\"class\":\"absent\""), "{json}");
+
+        let report = unusable(true, Some(12), "cannot create a VM: EBUSY".into());
+        assert_eq!(report.class, KvmClass::Unusable);
+        let json = serde_json::to_string(&measured(12, 1e6, Ok(1e9), true)).expect("json");
+        assert!(json.contains("\"class\":\"emulated-ring0\""), "{json}");
+    }
+
+    #[test]
+    fn the_hypervisor_flag_marks_a_vm() {
+        let vm = "processor\t: 0\nflags\t\t: fpu vme de pse tsc msr hypervisor lahf_lm svm\n";
+        let metal = "processor\t: 0\nflags\t\t: fpu vme de pse tsc msr lahf_lm svm\n";
+        assert!(under_hypervisor(vm));
+        assert!(!under_hypervisor(metal));
+        // A flag that merely contains the word does not count.
+        assert!(!under_hypervisor("flags\t\t: fpu not_a_hypervisor_flag\n"));
+        assert!(!under_hypervisor(""));
     }
 }

@@ -80,16 +80,17 @@ fn speed(report: &ProbeReport) -> Item {
     );
     let item = match report.class {
         KvmClass::Hardware => Item::pass("kvm.class", format!("hardware: {}", report.reason)),
-        KvmClass::Emulated => Item::warn(
+        KvmClass::Nested => Item::pass("kvm.class", format!("nested: {}", report.reason)),
+        KvmClass::EmulatedRing0 => Item::warn(
             "kvm.class",
-            format!("emulated: {}", report.reason),
-            "KVM here does not run guest kernel code in hardware (e.g. a PVM or nested \
-             host without VT-x/AMD-V): ward uses TCG. For KVM speed run on bare metal or \
-             a VM with nested virtualization",
+            format!("emulated ring 0: {}", report.reason),
+            "KVM here does not run guest kernel code in hardware (e.g. a PVM host, or a \
+             VM without nested VT-x/AMD-V): ward uses TCG. For KVM speed run on bare metal \
+             or a VM with nested virtualization",
         ),
-        KvmClass::Unusable => Item::warn(
+        KvmClass::Absent | KvmClass::Unusable => Item::warn(
             "kvm.class",
-            format!("unusable: {}", report.reason),
+            format!("{}: {}", report.class, report.reason),
             "ward uses TCG until KVM works",
         ),
     };
@@ -121,12 +122,12 @@ fn accelerator(
     };
     let message = format!("qemu with {accel} (hypervisor.accel = \"{choice_name}\")");
     let item = match (choice, report.class) {
-        (AccelChoice::Kvm, KvmClass::Emulated) => Item::warn(
+        (AccelChoice::Kvm, KvmClass::EmulatedRing0) => Item::warn(
             "kvm.accelerator",
             message,
             "KVM is emulated here and TCG is faster: set hypervisor.accel = \"auto\"",
         ),
-        (AccelChoice::Tcg, KvmClass::Hardware) => Item::warn(
+        (AccelChoice::Tcg, class) if class.runs_guest_kernels_in_hardware() => Item::warn(
             "kvm.accelerator",
             message,
             "hardware KVM is available: set hypervisor.accel = \"auto\" for speed",
@@ -173,13 +174,17 @@ mod tests {
 
     #[test]
     fn emulated_kvm_warns_and_uses_tcg() {
-        let report = measured(12, 0.6e6, Ok(2.5e9));
+        let report = measured(12, 0.6e6, Ok(2.5e9), true);
         let d = check(&report, AccelChoice::Auto, Ok(Accel::Tcg));
         assert_eq!(find(&d, "kvm.device").status, Status::Pass);
         assert_eq!(find(&d, "kvm.vm").status, Status::Pass);
         let class = find(&d, "kvm.class");
         assert_eq!(class.status, Status::Warn);
-        assert!(class.message.starts_with("emulated"));
+        assert!(
+            class.message.starts_with("emulated ring 0"),
+            "{}",
+            class.message
+        );
         assert!(
             class.details[0].contains("ring 3: 2500.0M/s"),
             "{:?}",
@@ -190,14 +195,19 @@ mod tests {
     }
 
     #[test]
-    fn hardware_kvm_passes() {
-        let report = measured(12, 3e9, Ok(3e9));
-        let d = check(&report, AccelChoice::Auto, Ok(Accel::Kvm));
-        assert!(
-            d.items.iter().all(|i| i.status == Status::Pass),
-            "{:?}",
-            d.items
-        );
-        assert_eq!(d.accelerator, Some(Accel::Kvm));
+    fn hardware_and_nested_kvm_pass() {
+        for (under_hypervisor, name) in [(false, "hardware: "), (true, "nested: ")] {
+            let report = measured(12, 3e9, Ok(3e9), under_hypervisor);
+            let d = check(&report, AccelChoice::Auto, Ok(Accel::Kvm));
+            assert!(
+                d.items.iter().all(|i| i.status == Status::Pass),
+                "{:?}",
+                d.items
+            );
+            assert!(find(&d, "kvm.class").message.starts_with(name));
+            assert_eq!(d.accelerator, Some(Accel::Kvm));
+            let forced_tcg = check(&report, AccelChoice::Tcg, Ok(Accel::Tcg));
+            assert_eq!(find(&forced_tcg, "kvm.accelerator").status, Status::Warn);
+        }
     }
 }

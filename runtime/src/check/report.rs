@@ -228,7 +228,7 @@ mod tests {
             items,
             "qemu".into(),
             Some("tcg".into()),
-            "emulated".into(),
+            "emulated-ring0".into(),
             None,
         )
     }
@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(v["items"][0]["status"], "warn");
         assert_eq!(v["items"][0]["hint"], "turn it on");
         assert_eq!(v["summary"]["accelerator"], "tcg");
-        assert_eq!(v["summary"]["kvm_class"], "emulated");
+        assert_eq!(v["summary"]["kvm_class"], "emulated-ring0");
         assert_eq!(v["summary"]["can_run"], true);
     }
 
