@@ -13,6 +13,7 @@
 
 mod container;
 mod error;
+mod hotplug;
 mod init;
 mod logging;
 mod netdev;

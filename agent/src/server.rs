@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use slog::{error, info, Logger};
 use ttrpc::TtrpcContext;
 use ward_agent_protocol::agent::{
-    CheckRequest, CheckResponse, CreateContainerRequest, Empty, ExecProcessRequest, GuestDetails,
-    GuestDetailsRequest, ListProcessesRequest, ListProcessesResponse, PauseContainerRequest,
+    CheckRequest, CheckResponse, CreateContainerRequest, DiskInfo, DiskRequest, Empty,
+    ExecProcessRequest, GuestDetails, GuestDetailsRequest, ListProcessesRequest,
+    ListProcessesResponse, OnlineCpusRequest, OnlineCpusResponse, PauseContainerRequest,
     ProcessInfo, RemoveContainerRequest, ResizeTerminalRequest, ResumeContainerRequest,
     SignalProcessRequest, StartContainerRequest, StatsContainerRequest, StatsContainerResponse,
     UpdateContainerRequest, WaitProcessRequest, WaitProcessResponse,
@@ -23,7 +24,10 @@ use ward_agent_protocol::{AGENT_VERSION, AGENT_VSOCK_PORT, PROTOCOL_VERSION};
 
 use crate::container::Containers;
 use crate::error::{code_name, to_status, Coded};
-use crate::sysinfo;
+use crate::{hotplug, sysinfo};
+
+/// The sysfs the hotplug calls work on.
+const SYS: &str = "/sys";
 
 /// Deadline of a blocking step when the host sets none.
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
@@ -271,6 +275,51 @@ impl Agent for Service {
         info!(self.log, "rpc"; "rpc" => "RemoveContainer", "container" => &req.container_id);
         let result = self.containers.remove(&req.container_id);
         self.finish("RemoveContainer", &req.container_id, started, result)
+            .map(|()| Empty::new())
+    }
+
+    fn online_cpus(
+        &self,
+        ctx: &TtrpcContext,
+        req: OnlineCpusRequest,
+    ) -> ttrpc::Result<OnlineCpusResponse> {
+        let started = Instant::now();
+        info!(self.log, "rpc"; "rpc" => "OnlineCpus", "count" => req.count);
+        let result = hotplug::online_cpus(SYS.as_ref(), req.count, deadline(ctx));
+        self.finish("OnlineCpus", "", started, result)
+            .map(|online| {
+                let mut reply = OnlineCpusResponse::new();
+                reply.online = online;
+                reply
+            })
+    }
+
+    fn wait_disk(&self, ctx: &TtrpcContext, req: DiskRequest) -> ttrpc::Result<DiskInfo> {
+        let started = Instant::now();
+        info!(self.log, "rpc"; "rpc" => "WaitDisk", "serial" => &req.serial);
+        let result = hotplug::wait_disk(SYS.as_ref(), &req.serial, deadline(ctx));
+        self.finish("WaitDisk", "", started, result).map(|disk| {
+            let mut reply = DiskInfo::new();
+            reply.path = disk.dev_path();
+            reply.major = disk.major;
+            reply.minor = disk.minor;
+            reply.size_bytes = disk.size_bytes;
+            reply
+        })
+    }
+
+    fn release_disk(&self, ctx: &TtrpcContext, req: DiskRequest) -> ttrpc::Result<Empty> {
+        let started = Instant::now();
+        info!(self.log, "rpc"; "rpc" => "ReleaseDisk", "serial" => &req.serial);
+        let result = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|source| hotplug::HotplugError::Read {
+                path: "/proc/self/mountinfo".into(),
+                source,
+            })
+            .and_then(|mountinfo| {
+                hotplug::release_disk(SYS.as_ref(), &mountinfo, &req.serial, deadline(ctx))
+            });
+        self.finish("ReleaseDisk", "", started, result)
             .map(|()| Empty::new())
     }
 }

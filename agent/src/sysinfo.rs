@@ -44,7 +44,15 @@ pub fn meminfo_bytes(meminfo: &str, key: &str) -> Option<u64> {
 
 /// Counts the CPUs of a /sys/devices/system/cpu/online list ("0-3,5").
 pub fn count_cpu_list(list: &str) -> Option<u32> {
-    let mut count = 0u32;
+    u32::try_from(cpu_list_ids(list)?.len()).ok()
+}
+
+/// The most CPUs a list may name: Linux's NR_CPUS ceiling on x86_64.
+const MAX_CPUS: u32 = 8192;
+
+/// The CPU numbers of a sysfs CPU list ("0-1,4,6-7"), in order.
+pub fn cpu_list_ids(list: &str) -> Option<Vec<u32>> {
+    let mut ids = Vec::new();
     for part in list.trim().split(',').filter(|p| !p.is_empty()) {
         let (lo, hi) = match part.split_once('-') {
             Some((lo, hi)) => (lo.parse::<u32>().ok()?, hi.parse::<u32>().ok()?),
@@ -53,9 +61,12 @@ pub fn count_cpu_list(list: &str) -> Option<u32> {
                 (n, n)
             }
         };
-        count = count.checked_add(hi.checked_sub(lo)?.checked_add(1)?)?;
+        if lo > hi || hi >= MAX_CPUS {
+            return None;
+        }
+        ids.extend(lo..=hi);
     }
-    Some(count)
+    Some(ids)
 }
 
 fn read(path: &'static str) -> Result<String, SysinfoError> {
@@ -106,6 +117,9 @@ mod tests {
         assert_eq!(count_cpu_list("0-1,4,6-7\n"), Some(5));
         assert_eq!(count_cpu_list("3-1"), None);
         assert_eq!(count_cpu_list("x"), None);
+        assert_eq!(count_cpu_list("0-99999999"), None);
+        assert_eq!(cpu_list_ids("0-1,4,6-7\n"), Some(vec![0, 1, 4, 6, 7]));
+        assert_eq!(cpu_list_ids(""), Some(vec![]));
     }
 
     #[test]

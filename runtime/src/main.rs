@@ -1,14 +1,7 @@
 //! `ward`: a runc-compatible OCI runtime that runs each container inside its own microVM.
 
-mod check;
-mod cli;
-mod config;
-mod container;
-mod logging;
-mod relay;
-mod sandbox;
-
 use clap::Parser;
+use ward_runtime::cli;
 
 fn main() {
     let cli = cli::Cli::parse();

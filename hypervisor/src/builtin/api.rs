@@ -70,6 +70,20 @@ impl ApiClient {
         self.call(&json!({"op": "remove_disk", "id": id})).map(drop)
     }
 
+    /// The IDs of the disks the VM has now, those being removed included.
+    pub fn disk_ids(&mut self) -> Result<Vec<String>> {
+        let info = self.call(&json!({"op": "info"}))?;
+        Ok(info["disks"]
+            .as_array()
+            .map(|disks| {
+                disks
+                    .iter()
+                    .filter_map(|d| d["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     pub fn set_vcpus(&mut self, count: u32) -> Result<()> {
         self.call(&json!({"op": "set_vcpus", "count": count}))
             .map(drop)

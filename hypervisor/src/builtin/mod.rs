@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use crate::detach::{find_binary, spawn_detached, Program};
 use crate::runfiles;
 use crate::{
-    BackendKind, BuiltinConfig, DiskSpec, Error, Hypervisor, ProcessRecord, Result, SharedFs,
-    VmConfig, VmInstance, VsockEndpoint,
+    Accel, BackendKind, BuiltinConfig, DiskSpec, Error, Hypervisor, ProcessRecord, Result,
+    SharedFs, VmConfig, VmInstance, VsockEndpoint,
 };
 
 use api::ApiClient;
@@ -26,6 +26,8 @@ use paths::RunPaths;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most one API exchange may take; hotplug waits for the guest's answer.
 const API_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the guest may take to eject a disk's slot once asked.
+const EJECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a process gets between SIGTERM and SIGKILL once the grace is over.
 const TERM_GRACE: Duration = Duration::from_secs(1);
 
@@ -60,6 +62,11 @@ pub fn find_vmm(binary: &Path) -> Option<PathBuf> {
 impl Hypervisor for Builtin {
     fn kind(&self) -> BackendKind {
         BackendKind::Builtin
+    }
+
+    /// ward-vmm has no emulator: KVM or nothing.
+    fn accel(&self) -> Result<Accel> {
+        Ok(Accel::Kvm)
     }
 
     fn launch(&self, vm: &VmConfig) -> Result<VmInstance> {
@@ -134,8 +141,26 @@ impl Hypervisor for Builtin {
         self.api(vm)?.add_disk(&disk.id, &path, disk.read_only)
     }
 
+    /// Asks the guest to eject the disk's slot and returns once it has (the VMM then
+    /// drops the device). The guest refuses while the disk's driver holds it: the agent
+    /// releases it first (`ReleaseDisk`).
     fn remove_disk(&self, vm: &VmInstance, id: &str) -> Result<()> {
-        self.api(vm)?.remove_disk(id)
+        let mut api = self.api(vm)?;
+        api.remove_disk(id)?;
+        let started = Instant::now();
+        while api.disk_ids()?.iter().any(|d| d == id) {
+            if started.elapsed() > EJECT_TIMEOUT {
+                return Err(Error::Timeout {
+                    what: format!("the guest's eject of disk {id:?}"),
+                    secs: EJECT_TIMEOUT.as_secs(),
+                    detail: "the guest did not eject its slot; it refuses while a driver \
+                             holds the disk (the agent's ReleaseDisk lets go of it)"
+                        .into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     fn set_vcpus(&self, vm: &VmInstance, count: u32) -> Result<()> {

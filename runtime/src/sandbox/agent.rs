@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use thiserror::Error;
 use ward_agent_protocol::agent::{
-    CheckRequest, CreateContainerRequest, ExecProcessRequest, ListProcessesRequest,
-    PauseContainerRequest, ProcessInfo, ResizeTerminalRequest, ResumeContainerRequest,
-    SignalProcessRequest, StartContainerRequest, StatsContainerRequest, StatsContainerResponse,
-    Storage, UpdateContainerRequest, WaitProcessRequest,
+    CheckRequest, CreateContainerRequest, DiskInfo, DiskRequest, ExecProcessRequest,
+    ListProcessesRequest, OnlineCpusRequest, PauseContainerRequest, ProcessInfo,
+    ResizeTerminalRequest, ResumeContainerRequest, SignalProcessRequest, StartContainerRequest,
+    StatsContainerRequest, StatsContainerResponse, Storage, UpdateContainerRequest,
+    WaitProcessRequest,
 };
 use ward_agent_protocol::agent_ttrpc::AgentClient;
 use ward_agent_protocol::{AGENT_VERSION, PROTOCOL_VERSION};
@@ -18,6 +19,8 @@ use ward_hypervisor::VsockConnection;
 /// Control calls are small; the deadline only has to cover a slow guest (emulated ring 0
 /// makes every guest syscall cost milliseconds).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Hotplug waits for the guest kernel's ACPI handling, which a busy guest may delay.
+const HOTPLUG_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum AgentError {
@@ -152,6 +155,35 @@ impl Agent {
             .update_container(ctx(Some(CALL_TIMEOUT)), &req)
             .map(drop)
             .map_err(failed("UpdateContainer"))
+    }
+
+    /// Onlines hot-added vCPUs until `count` are online; returns the guest's online list.
+    pub fn online_cpus(&self, count: u32) -> Result<String, AgentError> {
+        let mut req = OnlineCpusRequest::new();
+        req.count = count;
+        self.client
+            .online_cpus(ctx(Some(HOTPLUG_TIMEOUT)), &req)
+            .map(|reply| reply.online)
+            .map_err(failed("OnlineCpus"))
+    }
+
+    /// Waits for the hot-added disk with `serial` to appear in the guest.
+    pub fn wait_disk(&self, serial: &str) -> Result<DiskInfo, AgentError> {
+        let mut req = DiskRequest::new();
+        req.serial = serial.to_string();
+        self.client
+            .wait_disk(ctx(Some(HOTPLUG_TIMEOUT)), &req)
+            .map_err(failed("WaitDisk"))
+    }
+
+    /// Has the guest let go of the disk with `serial` so that the VMM can remove it.
+    pub fn release_disk(&self, serial: &str) -> Result<(), AgentError> {
+        let mut req = DiskRequest::new();
+        req.serial = serial.to_string();
+        self.client
+            .release_disk(ctx(Some(HOTPLUG_TIMEOUT)), &req)
+            .map(drop)
+            .map_err(failed("ReleaseDisk"))
     }
 
     pub fn stats(&self, id: &str) -> Result<StatsContainerResponse, AgentError> {

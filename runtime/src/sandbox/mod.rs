@@ -8,11 +8,14 @@ pub mod shares;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use slog::{debug, info, Logger};
+use slog::{debug, info, warn, Logger};
 use thiserror::Error;
+use ward_agent_protocol::agent::DiskInfo;
 use ward_agent_protocol::stream::{self, StreamHeader, StreamKind};
 use ward_agent_protocol::{AGENT_VSOCK_PORT, STREAM_VSOCK_PORT};
-use ward_hypervisor::{Hypervisor, SharedDir, VmConfig, VmInstance, VsockConnection};
+use ward_hypervisor::{
+    Accel, DiskSpec, Hypervisor, SharedDir, VmConfig, VmInstance, VsockConnection,
+};
 
 pub use agent::{Agent, AgentError};
 
@@ -27,8 +30,15 @@ const UNREACHABLE_AFTER: Duration = Duration::from_secs(15);
 /// How many console lines an error about a dead VM shows.
 const CONSOLE_TAIL_LINES: usize = 20;
 
+/// Said once per VM started under TCG.
+const TCG_WARNING: &str = "the VM runs under TCG, not KVM: QEMU does not treat TCG as a \
+     security boundary, so a guest that escapes its container may reach the host; set \
+     [hypervisor] require_kvm = true to refuse such VMs";
+
 #[derive(Debug, Error)]
 pub enum SandboxError {
+    #[error("no hardware-speed KVM here, and [hypervisor] require_kvm = true forbids TCG (the {backend} backend would use it): run on a host where `ward check` says KVM is hardware or nested")]
+    KvmRequired { backend: String },
     #[error(transparent)]
     Hypervisor(#[from] ward_hypervisor::Error),
     #[error(transparent)]
@@ -71,6 +81,14 @@ impl Sandbox {
         log: &Logger,
     ) -> Result<Sandbox, SandboxError> {
         let hypervisor = ward_hypervisor::backend(&config.hypervisor)?;
+        if hypervisor.accel()? == Accel::Tcg {
+            if config.hypervisor.require_kvm {
+                return Err(SandboxError::KvmRequired {
+                    backend: hypervisor.kind().to_string(),
+                });
+            }
+            warn!(log, "{TCG_WARNING}"; "container" => id, "backend" => hypervisor.kind().as_str());
+        }
         let vm_config = VmConfig {
             id: id.to_string(),
             run_dir: run_dir.to_path_buf(),
@@ -196,6 +214,27 @@ impl Sandbox {
             .map_err(|e| fail(format!("reading the agent's reply: {e}")))?;
         stream::parse_reply(&reply).map_err(|e| fail(e.to_string()))?;
         Ok(conn)
+    }
+
+    /// Brings the VM to `count` vCPUs, all online: the VMM adds (or asks the guest to
+    /// eject) CPUs, then the agent onlines the new ones and waits for the count. Returns
+    /// the guest's online CPU list.
+    pub fn set_vcpus(&self, agent: &Agent, count: u32) -> Result<String, SandboxError> {
+        self.hypervisor.set_vcpus(&self.vm, count)?;
+        Ok(agent.online_cpus(count)?)
+    }
+
+    /// Hot-adds `disk` and returns once the guest has its block device.
+    pub fn add_disk(&self, agent: &Agent, disk: &DiskSpec) -> Result<DiskInfo, SandboxError> {
+        self.hypervisor.add_disk(&self.vm, disk)?;
+        Ok(agent.wait_disk(&disk.id)?)
+    }
+
+    /// Hot-removes the disk attached as `id`: the guest lets go of it first (its block
+    /// device disappears), then the VMM takes it away.
+    pub fn remove_disk(&self, agent: &Agent, id: &str) -> Result<(), SandboxError> {
+        agent.release_disk(id)?;
+        Ok(self.hypervisor.remove_disk(&self.vm, id)?)
     }
 
     /// Stops the VM and everything it is made of.
