@@ -115,6 +115,10 @@ pub struct HypervisorConfig {
     pub builtin: BuiltinConfig,
     /// Where host facts are cached (the accelerator probe, the TSC frequency).
     pub cache_dir: PathBuf,
+    /// Refuse to start a VM that would run under TCG. TCG is not a security boundary
+    /// (QEMU's security policy does not treat it as one): without this, ward starts such
+    /// a VM with a warning.
+    pub require_kvm: bool,
 }
 
 impl Default for HypervisorConfig {
@@ -125,6 +129,7 @@ impl Default for HypervisorConfig {
             qemu: QemuConfig::default(),
             builtin: BuiltinConfig::default(),
             cache_dir: PathBuf::from(crate::accel::DEFAULT_CACHE_DIR),
+            require_kvm: false,
         }
     }
 }

@@ -194,6 +194,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub trait Hypervisor {
     fn kind(&self) -> BackendKind;
 
+    /// The accelerator a VM launched now would run with.
+    fn accel(&self) -> Result<Accel>;
+
     /// Starts the VM and returns once its processes run; the guest may still be booting
     /// (the runtime waits for the agent, watching [`Hypervisor::is_running`]).
     fn launch(&self, config: &VmConfig) -> Result<VmInstance>;

@@ -4,8 +4,10 @@
 use std::time::{Duration, Instant};
 
 use crate::detach::{find_binary, spawn_detached, Program};
-use crate::{accel, runfiles};
-use crate::{BackendKind, Error, ProcessRecord, Result, VmConfig, VmInstance, VsockEndpoint};
+use crate::runfiles;
+use crate::{
+    BackendKind, Error, Hypervisor, ProcessRecord, Result, VmConfig, VmInstance, VsockEndpoint,
+};
 
 use super::cmdline::{self, Inputs, Machine, VsockDevice};
 use super::paths::RunPaths;
@@ -28,7 +30,7 @@ pub fn launch(qemu: &Qemu, vm: &VmConfig) -> Result<VmInstance> {
     let run_dir = vm.run_dir.clone();
     let paths = RunPaths::new(&run_dir);
     paths.check_socket_lengths()?;
-    let accel = accel::resolve(qemu.accel, &qemu.cache_dir)?;
+    let accel = qemu.accel()?;
     let tsc_khz = match machine {
         Machine::Microvm => tsc::host_tsc_khz(&qemu.cache_dir),
         Machine::Q35 => None,

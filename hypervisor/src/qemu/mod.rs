@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::accel::DEFAULT_CACHE_DIR;
-use crate::{AccelChoice, BackendKind, Hypervisor, QemuConfig, Result, VmConfig, VmInstance};
+use crate::{
+    Accel, AccelChoice, BackendKind, Hypervisor, QemuConfig, Result, VmConfig, VmInstance,
+};
 
 pub use cmdline::Machine;
 
@@ -46,6 +48,10 @@ impl Qemu {
 impl Hypervisor for Qemu {
     fn kind(&self) -> BackendKind {
         BackendKind::Qemu
+    }
+
+    fn accel(&self) -> Result<Accel> {
+        crate::accel::resolve(self.accel, &self.cache_dir)
     }
 
     fn launch(&self, config: &VmConfig) -> Result<VmInstance> {
