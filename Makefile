@@ -13,7 +13,7 @@ WARD_DEBUG := target/debug/ward
 WARD_RELEASE := target/release/ward
 TEST_CONFIG := build/ward-test.toml
 
-.PHONY: all setup kernel agent initrd assets build build-release config demo test unit e2e lint fmt clean
+.PHONY: all setup kernel agent initrd assets build build-release config demo test test-kvm unit e2e lint fmt clean
 
 all: build assets
 
@@ -61,7 +61,13 @@ e2e: assets build config
 	WARD_BIN=$(CURDIR)/$(WARD_DEBUG) WARD_CONFIG=$(CURDIR)/$(TEST_CONFIG) \
 		$(CARGO) test --no-fail-fast -p ward-e2e -- --test-threads=2
 
-test: setup lint unit e2e
+# The KVM suite (tests/kvm): the builtin backend and qemu with accel = "kvm" end to end,
+# hotplug, and `ward check` on hardware-like KVM. It runs in one boot of L1 (tools/l1), a
+# QEMU machine with an emulated SVM CPU whose KVM runs guest kernel code in hardware.
+test-kvm: assets build config
+	tools/test-kvm $(WARD_DEBUG) $(TEST_CONFIG)
+
+test: setup lint unit e2e test-kvm
 
 clean:
 	$(CARGO) clean

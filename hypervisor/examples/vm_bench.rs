@@ -78,6 +78,8 @@ struct Sample {
     vmm_rss_kib: u64,
     guest_touched_kib: u64,
     vmm_overhead_kib: u64,
+    /// What the backend decided, e.g. "qemu microvm kvm".
+    vm: String,
 }
 
 /// `key:   N kB` from /proc/PID/status.
@@ -126,6 +128,7 @@ fn boot_once(kind: BackendKind, o: &Options, n: usize) -> Result<Sample, String>
     // dies before its agent is up.
     let pid = vm.processes[0].pid;
     let mut last_rss = (0, 0);
+    let description = vm.description.clone();
     let sample = |serial_watch: &mut Option<std::thread::JoinHandle<Option<Duration>>>,
                   agent: Option<Duration>,
                   rss: (u64, u64),
@@ -138,6 +141,7 @@ fn boot_once(kind: BackendKind, o: &Options, n: usize) -> Result<Sample, String>
             vmm_rss_kib: rss.0,
             guest_touched_kib: rss.1,
             vmm_overhead_kib: rss.0.saturating_sub(rss.1),
+            vm: description.clone(),
         }
     };
     let result = loop {
@@ -200,6 +204,7 @@ fn main() -> ExitCode {
         "VMM overhead"
     );
     let mut failed = false;
+    let mut medians = Vec::new();
     for kind in &o.backends {
         let mut samples = Vec::new();
         for n in 0..o.runs {
@@ -233,9 +238,11 @@ fn main() -> ExitCode {
             touched,
             overhead
         );
+        println!("         ({})", samples[0].vm);
         for failure in samples.iter().filter_map(|s| s.failure.as_deref()) {
             println!("         the guest stopped before its agent: {failure}");
         }
+        medians.push((*kind, serial, agent, overhead));
         report.insert(
             kind.as_str().to_string(),
             serde_json::json!({
@@ -247,6 +254,36 @@ fn main() -> ExitCode {
                     "guest_touched_kib": touched,
                     "vmm_overhead_kib": overhead,
                 },
+            }),
+        );
+    }
+    // Absolute times depend on the machine (and mean nothing in L1): the ratio between
+    // backends measured in the same run is the number to read.
+    let of = |kind| medians.iter().find(|m| m.0 == kind).copied();
+    if let (Some(b), Some(q)) = (of(BackendKind::Builtin), of(BackendKind::Qemu)) {
+        let ratio = |x: u64, y: u64| {
+            if y == 0 {
+                "n/a".to_string()
+            } else {
+                format!("{:.2}", x as f64 / y as f64)
+            }
+        };
+        let agent = match (b.2, q.2) {
+            (Some(x), Some(y)) => ratio(x, y),
+            _ => "n/a".to_string(),
+        };
+        println!(
+            "builtin/qemu: first-serial {}, agent-ready {}, VMM overhead {}",
+            ratio(b.1, q.1),
+            agent,
+            ratio(b.3, q.3)
+        );
+        report.insert(
+            "builtin_over_qemu".into(),
+            serde_json::json!({
+                "first_serial": ratio(b.1, q.1),
+                "agent_ready": agent,
+                "vmm_overhead": ratio(b.3, q.3),
             }),
         );
     }

@@ -1,0 +1,105 @@
+//! The KVM suite: ward on a KVM that runs guest kernel code in hardware, with both
+//! backends. On this project's machines that KVM exists one level down, in L1 (an
+//! emulated-SVM QEMU guest, see tools/l1): `make test-kvm` (part of `make test`) builds
+//! everything on the host and runs this binary there, all tests in one L1 boot.
+//!
+//! Run anywhere else, each test fails at once, naming the KVM class it found: none of
+//! them passes by naming the host's limit.
+
+mod builtin;
+mod check;
+mod hotplug;
+mod qemu_kvm;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ward_e2e::{pids_mentioning, text, Ward};
+use ward_hypervisor::KvmClass;
+
+/// What KVM is here; fails the test unless it runs guest kernel code in hardware.
+fn require_hardware_kvm() -> KvmClass {
+    let report = ward_hypervisor::accel::probe_report(
+        Path::new(ward_hypervisor::accel::DEFAULT_CACHE_DIR),
+        true,
+    );
+    assert!(
+        report.class.runs_guest_kernels_in_hardware(),
+        "the KVM suite needs KVM that runs guest kernel code in hardware, and KVM here is \
+         {}: {}. Run it in L1 with `make test-kvm`",
+        report.class,
+        report.reason
+    );
+    report.class
+}
+
+/// ward-vmm, built next to ward by `make build`.
+fn require_vmm(ward: &Ward) {
+    let path = ward.bin.with_file_name("ward-vmm");
+    assert!(
+        path.is_file(),
+        "KVM suite prerequisite missing: {} (`make build` builds it)",
+        path.display()
+    );
+}
+
+/// Creates and starts a container sleeping until killed, as engines do (create, start).
+fn start_sleeper(ward: &Ward, config: &Path, id: &str) {
+    let bundle = ward.bundle(id, &["sleep", "100000"]);
+    let out = ward
+        .command()
+        .env("WARD_CONFIG", config)
+        .args(["run", "--detach", "--bundle", bundle.to_str().unwrap(), id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(ward.dir.path().join(format!("{id}.err"))).unwrap())
+        .status()
+        .expect("running ward");
+    let stderr =
+        std::fs::read_to_string(ward.dir.path().join(format!("{id}.err"))).unwrap_or_default();
+    assert!(out.success(), "run --detach {id}: {stderr}");
+    assert_eq!(ward.state(id)["status"], "running");
+}
+
+/// `ward exec ID ARGS...` with `config`: (exit code, stdout, stderr).
+fn exec(ward: &Ward, config: &Path, id: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = ward
+        .command()
+        .env("WARD_CONFIG", config)
+        .arg("exec")
+        .arg(id)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running ward exec");
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Kills the container, waits for it to stop, deletes it, and checks that none of its
+/// host processes is left.
+fn kill_and_delete(ward: &Ward, config: &Path, id: &str) {
+    let needle = ward.root.join(id).display().to_string();
+    let run = |args: &[&str]| {
+        ward.command()
+            .env("WARD_CONFIG", config)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running ward")
+    };
+    let out = run(&["kill", id, "KILL"]);
+    assert!(out.status.success(), "kill: {}", text(&out.stderr));
+    ward.wait_status(id, "stopped", Duration::from_secs(60));
+    let out = run(&["delete", id]);
+    assert!(out.status.success(), "delete: {}", text(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pids_mentioning(&needle).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        pids_mentioning(&needle),
+        Vec::<i64>::new(),
+        "processes left after delete"
+    );
+    assert!(!ward.root.join(id).exists(), "state left after delete");
+}
