@@ -78,7 +78,6 @@ fn exec(ward: &Ward, config: &Path, id: &str, args: &[&str]) -> (Option<i32>, St
 /// Kills the container, waits for it to stop, deletes it, and checks that none of its
 /// host processes is left.
 fn kill_and_delete(ward: &Ward, config: &Path, id: &str) {
-    let needle = ward.root.join(id).display().to_string();
     let run = |args: &[&str]| {
         ward.command()
             .env("WARD_CONFIG", config)
@@ -92,14 +91,5 @@ fn kill_and_delete(ward: &Ward, config: &Path, id: &str) {
     ward.wait_status(id, "stopped", Duration::from_secs(60));
     let out = run(&["delete", id]);
     assert!(out.status.success(), "delete: {}", text(&out.stderr));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !pids_mentioning(&needle).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(
-        pids_mentioning(&needle),
-        Vec::<i64>::new(),
-        "processes left after delete"
-    );
-    assert!(!ward.root.join(id).exists(), "state left after delete");
+    ward.assert_nothing_left(id);
 }

@@ -186,6 +186,27 @@ impl Ward {
         }
     }
 
+    /// After delete: no process and no mount of the container remain, and its directory is gone.
+    pub fn assert_nothing_left(&self, id: &str) {
+        let dir = self.root.join(id);
+        let needle = dir.display().to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pids_mentioning(&needle).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            pids_mentioning(&needle),
+            Vec::<i64>::new(),
+            "processes left"
+        );
+        assert_eq!(
+            mounts_mentioning(&needle),
+            Vec::<String>::new(),
+            "mounts left"
+        );
+        assert!(!dir.exists(), "{} is still there", dir.display());
+    }
+
     /// A copy of the test configuration with `extra` appended (TOML).
     pub fn config_with(&self, name: &str, extra: &str) -> PathBuf {
         let base = std::fs::read_to_string(&self.config).expect("reading the test configuration");

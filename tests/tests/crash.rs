@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ward_e2e::{alive, mounts_mentioning, pids_mentioning, text, Ward};
+use ward_e2e::{alive, text, Ward};
 
 /// Adds a read-only bind mount of a fresh host directory at /data to the bundle; returns
 /// the host file that the container sees as /data/file.
@@ -49,27 +49,6 @@ fn kill9(pid: i64) {
     .unwrap_or_else(|e| panic!("kill -9 {pid}: {e}"));
 }
 
-/// After delete: no process and no mount of the container remain, and its directory is gone.
-fn assert_nothing_left(ward: &Ward, id: &str) {
-    let dir = ward.root.join(id);
-    let needle = dir.display().to_string();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !pids_mentioning(&needle).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(
-        pids_mentioning(&needle),
-        Vec::<i64>::new(),
-        "processes left"
-    );
-    assert_eq!(
-        mounts_mentioning(&needle),
-        Vec::<String>::new(),
-        "mounts left"
-    );
-    assert!(!dir.exists(), "{} is still there", dir.display());
-}
-
 /// Starts `sleep 1000` with a host bind mount and checks the guest sees the host file.
 fn start_with_bind(ward: &Ward, id: &str) -> PathBuf {
     let bundle = ward.bundle(id, &["sleep", "1000"]);
@@ -92,7 +71,7 @@ fn a_dead_vm_reads_as_stopped_and_delete_cleans_up() {
     ward.wait_status("vmdies", "stopped", Duration::from_secs(30));
     let out = ward.run(&["delete", "vmdies"]);
     assert!(out.status.success(), "delete: {}", text(&out.stderr));
-    assert_nothing_left(&ward, "vmdies");
+    ward.assert_nothing_left("vmdies");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "host data\n");
 }
 
@@ -112,7 +91,7 @@ fn a_dead_relay_reads_as_stopped_and_delete_force_cleans_up() {
         "delete --force: {}",
         text(&out.stderr)
     );
-    assert_nothing_left(&ward, "relaydies");
+    ward.assert_nothing_left("relaydies");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "host data\n");
 }
 
@@ -142,6 +121,6 @@ fn a_create_killed_half_way_reads_as_stopped_and_delete_cleans_up() {
     assert_eq!(ward.state("halfway")["status"], "stopped");
     let out = ward.run(&["delete", "halfway"]);
     assert!(out.status.success(), "delete: {}", text(&out.stderr));
-    assert_nothing_left(&ward, "halfway");
+    ward.assert_nothing_left("halfway");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "host data\n");
 }
