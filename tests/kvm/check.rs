@@ -2,6 +2,8 @@
 
 use ward_e2e::{text, Ward};
 
+use ward_hypervisor::KvmClass;
+
 use super::{require_hardware_kvm, require_vmm};
 
 #[test]
@@ -30,4 +32,28 @@ fn check_reports_hardware_kvm_and_chooses_builtin() {
         .find(|i| i["id"] == "kvm.class")
         .expect("a kvm.class item");
     assert_eq!(class_item["status"], "pass", "{class_item}");
+}
+
+/// The accelerator probe itself, on the real thing: its loop VM completes at guest ring 0
+/// and 3 at hardware speed, whichever RIP position this KVM reports at the port exit.
+#[test]
+fn probe_measures_guest_kernel_code_at_hardware_speed() {
+    let report = ward_hypervisor::accel::probe();
+    eprintln!("accelerator probe here: {report}");
+    assert!(
+        report.class.runs_guest_kernels_in_hardware(),
+        "the probe says {report}"
+    );
+    assert!(
+        report.ring0_iterations_per_sec >= ward_hypervisor::accel::HARDWARE_MIN_ITERATIONS_PER_SEC,
+        "{report}"
+    );
+    assert!(report.ring3_iterations_per_sec.is_some(), "{report}");
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let expected = if ward_hypervisor::accel::report::under_hypervisor(&cpuinfo) {
+        KvmClass::Nested
+    } else {
+        KvmClass::Hardware
+    };
+    assert_eq!(report.class, expected, "{report}");
 }

@@ -6,9 +6,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Loop iterations per second at guest ring 0 from which KVM counts as hardware-backed:
-/// real hardware does one iteration a cycle or so (billions a second), emulation a few
-/// million at best.
-pub const HARDWARE_MIN_ITERATIONS_PER_SEC: f64 = 50e6;
+/// real hardware does one iteration a cycle or so (billions a second), emulation of guest
+/// ring 0 (PVM) about 0.7 million. Nested KVM inside a TCG-emulated SVM machine (the L1
+/// of the KVM tests) measured about 100 million on a loaded 2-core host, so the bar sits
+/// an order of magnitude from both.
+pub const HARDWARE_MIN_ITERATIONS_PER_SEC: f64 = 10e6;
 
 /// What KVM is worth on this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,7 +180,7 @@ mod tests {
         // A VM whose KVM has nested virtualization (the L1 of the KVM tests).
         assert_eq!(classify(3e8, true), KvmClass::Nested);
         // PVM: ring 0 emulated at about a million instructions a second, VM or not.
-        assert_eq!(classify(49e6, false), KvmClass::EmulatedRing0);
+        assert_eq!(classify(9e6, false), KvmClass::EmulatedRing0);
         assert_eq!(classify(0.5e6, true), KvmClass::EmulatedRing0);
         assert!(KvmClass::Hardware.runs_guest_kernels_in_hardware());
         assert!(KvmClass::Nested.runs_guest_kernels_in_hardware());
