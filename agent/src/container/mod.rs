@@ -439,12 +439,19 @@ impl Containers {
             warn!(self.log, "parts of the spec are not enforced in the guest";
                   "container" => id, "ignored" => plan.ignored.join(", "));
         }
+        self.warn_ambient(id, None, &plan.process);
         info!(self.log, "container created"; "container" => id, "pid" => container.init.pid,
               "cgroup" => container.cgroup.path.display().to_string());
         lock(&self.slots).insert(id.to_string(), Slot::Ready(container));
         reservation.done = true;
         undo.armed = false;
         Ok(())
+    }
+
+    fn warn_ambient(&self, id: &str, exec_id: Option<&str>, setup: &spawn::ProcessSetup) {
+        if let Some(message) = setup.caps.as_ref().and_then(caps::ambient_warning) {
+            warn!(self.log, "{}", message; "container" => id, "exec" => exec_id.unwrap_or("init"));
+        }
     }
 
     /// StartContainer: releases the init and waits for its exec.
@@ -541,6 +548,7 @@ impl Containers {
         let init_proc = PathBuf::from(format!("/proc/{}", c.init.pid));
         let root_path = init_proc.join("root");
         let setup = plan::process_setup(&process, &root_path).map_err(plan_err)?;
+        self.warn_ambient(id, Some(exec_id), &setup);
         let io_err = |what: String| {
             move |source| ContainerError::Io {
                 id: id.into(),

@@ -1,0 +1,116 @@
+//! Where engines and scripts rely on runc's exact behaviour: `spec` writes runc's template,
+//! and that template runs under ward as it does under runc.
+
+use std::path::Path;
+use std::process::Command;
+
+use ward_e2e::{text, which, Ward};
+
+fn need_runc() {
+    assert!(
+        which("runc"),
+        "end-to-end test prerequisite missing: runc (apt-get install runc, or `make test`)"
+    );
+}
+
+/// `TOOL spec [extra]` in a fresh directory, parsed.
+fn spec_of(tool: &mut Command, dir: &Path, extra: &[&str]) -> serde_json::Value {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = tool
+        .arg("spec")
+        .args(extra)
+        .arg("--bundle")
+        .arg(dir)
+        .output()
+        .expect("running spec");
+    assert!(
+        out.status.success(),
+        "{:?} spec: {}",
+        tool.get_program(),
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).expect("JSON")
+}
+
+#[test]
+fn spec_is_runcs_field_for_field() {
+    need_runc();
+    let ward = Ward::new();
+    for extra in [&[][..], &["--rootless"][..]] {
+        let name = if extra.is_empty() { "root" } else { "rootless" };
+        let ours = spec_of(
+            &mut ward.command(),
+            &ward.dir.path().join(format!("ward-{name}")),
+            extra,
+        );
+        let runcs = spec_of(
+            &mut Command::new("runc"),
+            &ward.dir.path().join(format!("runc-{name}")),
+            extra,
+        );
+        assert_eq!(
+            ours,
+            runcs,
+            "ward spec {extra:?} differs from runc's:\nward: {}\nrunc: {}",
+            serde_json::to_string_pretty(&ours).unwrap(),
+            serde_json::to_string_pretty(&runcs).unwrap()
+        );
+    }
+}
+
+/// The capability lines of /proc/self/status.
+fn cap_lines(status: &str) -> Vec<String> {
+    status
+        .lines()
+        .filter(|l| l.starts_with("Cap"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn runcs_default_spec_runs_with_runcs_capabilities() {
+    need_runc();
+    let ward = Ward::new();
+    // A busybox root filesystem under runc's own template, edited as scripts do: no
+    // terminal, a command instead of a shell.
+    let bundle = ward.bundle("runc-default", &["true"]);
+    std::fs::remove_file(bundle.join("config.json")).unwrap();
+    let mut spec = spec_of(&mut Command::new("runc"), &bundle, &[]);
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["cat", "/proc/self/status"]);
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&spec).unwrap(),
+    )
+    .unwrap();
+
+    let out = ward.run(&["run", "--bundle", bundle.to_str().unwrap(), "runc-default"]);
+    assert!(
+        out.status.success(),
+        "ward run of runc's default spec: {}",
+        text(&out.stderr)
+    );
+    let under_ward = cap_lines(&text(&out.stdout));
+
+    let runc_root = ward.dir.path().join("runc-root");
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(&runc_root)
+        .args(["run", "--bundle", bundle.to_str().unwrap(), "ward-parity"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running runc");
+    assert!(
+        out.status.success(),
+        "runc run of its default spec: {}",
+        text(&out.stderr)
+    );
+    let under_runc = cap_lines(&text(&out.stdout));
+    assert_eq!(under_ward.len(), 5, "{under_ward:?}");
+    assert_eq!(under_ward, under_runc, "capabilities differ from runc's");
+    // Ambient capabilities need to be inheritable too: runc's template grants none.
+    assert!(
+        under_ward.contains(&"CapAmb:\t0000000000000000".to_string()),
+        "{under_ward:?}"
+    );
+}
