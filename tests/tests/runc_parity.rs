@@ -114,3 +114,47 @@ fn runcs_default_spec_runs_with_runcs_capabilities() {
         "{under_ward:?}"
     );
 }
+
+#[test]
+fn a_namespace_path_of_another_type_is_refused_as_runc_does() {
+    need_runc();
+    let ward = Ward::new();
+    let bundle = ward.bundle("wrong-ns", &["true"]);
+    let config = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    for ns in spec["linux"]["namespaces"].as_array_mut().unwrap() {
+        if ns["type"] == "network" {
+            ns["path"] = "/proc/1/ns/ipc".into();
+        }
+    }
+    std::fs::write(&config, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+
+    let out = ward.run(&["create", "--bundle", bundle.to_str().unwrap(), "wrong-ns"]);
+    ward_e2e::assert_fails_with(
+        &out,
+        "network namespace path \"/proc/1/ns/ipc\" is a namespace of type ipc, not network",
+    );
+    assert_eq!(
+        text(&ward.run(&["list", "-q"]).stdout),
+        "",
+        "nothing is left"
+    );
+    assert!(
+        !ward.root.join("wrong-ns").exists(),
+        "no state directory is left"
+    );
+
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(ward.dir.path().join("runc-root"))
+        .args(["run", "--bundle", bundle.to_str().unwrap(), "wrong-ns"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running runc");
+    assert!(
+        !out.status.success(),
+        "runc refuses it too; it printed {}",
+        text(&out.stdout)
+    );
+}

@@ -12,9 +12,9 @@ use ward_agent_protocol::agent::Storage;
 use ward_hypervisor::{ProcessRecord, SharedDir, SharedFs};
 
 use super::bundle::{Bundle, BundleError};
-use super::guest_spec;
 use super::state::{ContainerState, Status};
 use super::store::{ContainerLock, Store, StoreError};
+use super::{guest_spec, namespace_paths};
 use crate::config::Config;
 use crate::sandbox::{shares, Agent, AgentError, Sandbox, SandboxError};
 
@@ -75,6 +75,12 @@ pub enum LifecycleError {
         id: String,
         #[source]
         source: super::guest_spec::GuestSpecError,
+    },
+    #[error("container \"{id}\": {source}")]
+    NamespacePath {
+        id: String,
+        #[source]
+        source: super::namespace_paths::NamespacePathError,
     },
     #[error("container \"{id}\": {source}")]
     Share {
@@ -163,6 +169,17 @@ pub fn prepare(
         .and_then(|p| p.terminal())
         .unwrap_or(false);
     console.check(id, terminal)?;
+    let namespaces = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_deref());
+    namespace_paths::check(namespaces.unwrap_or(&[])).map_err(|source| {
+        LifecycleError::NamespacePath {
+            id: id.to_string(),
+            source,
+        }
+    })?;
     let lock = ctx.store.claim(id)?;
     let mut state = ContainerState {
         id: id.to_string(),
