@@ -10,6 +10,7 @@
 pub mod caps;
 pub mod cgroup;
 pub mod command;
+pub mod devices;
 pub mod mounts;
 pub mod namespaces;
 pub mod plan;

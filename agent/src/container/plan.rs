@@ -10,6 +10,7 @@ use thiserror::Error;
 use super::caps::{self, CapsError};
 use super::cgroup::{self, CgroupError, ResourcePlan};
 use super::command::{self, CommandError};
+use super::devices::{self, DeviceError};
 use super::mounts::{self, check_path, MountError};
 use super::namespaces::{self, NamespaceError, NamespacePlan};
 use super::rlimits::{self, RlimitError};
@@ -44,6 +45,8 @@ pub enum PlanError {
     Caps(#[from] CapsError),
     #[error(transparent)]
     Rlimit(#[from] RlimitError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     #[error(transparent)]
     Command(#[from] CommandError),
     #[error(transparent)]
@@ -145,6 +148,8 @@ pub fn init_plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<InitPlan, PlanE
         masked: path_list("linux.maskedPaths", linux.masked_paths())?,
         readonly_paths: path_list("linux.readonlyPaths", linux.readonly_paths())?,
         sysctls: sysctls(linux.sysctl())?,
+        devices: devices::plan(linux.devices().as_deref().unwrap_or(&[]))?,
+        in_user_ns: namespaces.new_user,
     };
 
     let cgroup = cgroup::confine(linux.cgroups_path().as_deref(), id)?;
@@ -156,9 +161,6 @@ pub fn init_plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<InitPlan, PlanE
     let mut ignored = resources.ignored.clone();
     if linux.seccomp().is_some() {
         ignored.push("linux.seccomp");
-    }
-    if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        ignored.push("linux.devices");
     }
     if spec.hooks().is_some() {
         ignored.push("hooks");
