@@ -4,6 +4,7 @@ mod check;
 mod cli;
 mod config;
 mod container;
+mod hooks;
 mod logging;
 mod relay;
 mod sandbox;

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxNamespace, Mount, MountBuilder, Spec};
+use oci_spec::runtime::{Hooks, LinuxNamespace, Mount, MountBuilder, Spec};
 use thiserror::Error;
 
 /// Host bind sources that the guest has too: device nodes are the guest's own.
@@ -166,6 +166,17 @@ pub fn translate(
         spec.set_mounts(Some(rewritten));
     }
 
+    // The host runs the hooks of the runtime's namespace; only those of the container's
+    // namespaces concern the guest.
+    if let Some(hooks) = spec.hooks().clone() {
+        let mut guest_hooks = Hooks::default();
+        guest_hooks.set_create_container(hooks.create_container().clone());
+        guest_hooks.set_start_container(hooks.start_container().clone());
+        let any =
+            guest_hooks.create_container().is_some() || guest_hooks.start_container().is_some();
+        spec.set_hooks(any.then_some(guest_hooks));
+    }
+
     if let Some(linux) = spec.linux_mut() {
         if let Some(namespaces) = linux.namespaces().clone() {
             let unjoined: Vec<LinuxNamespace> = namespaces
@@ -309,5 +320,29 @@ mod tests {
             .unwrap();
         assert!(namespaces.iter().all(|ns| ns.path().is_none()));
         assert_eq!(out.adjustments.unjoined_namespaces, vec!["network"]);
+    }
+
+    #[test]
+    fn only_the_container_namespace_hooks_reach_the_guest() {
+        let mut spec = spec_with(serde_json::json!([]), serde_json::json!([]));
+        let hooks: Hooks = serde_json::from_value(serde_json::json!({
+            "prestart": [{"path": "/bin/a"}], "poststop": [{"path": "/bin/b"}]
+        }))
+        .unwrap();
+        spec.set_hooks(Some(hooks));
+        assert!(translate(&spec, Path::new("/s"), host)
+            .unwrap()
+            .spec
+            .hooks()
+            .is_none());
+        let hooks: Hooks = serde_json::from_value(serde_json::json!({
+            "prestart": [{"path": "/bin/a"}], "startContainer": [{"path": "/bin/c"}]
+        }))
+        .unwrap();
+        spec.set_hooks(Some(hooks));
+        let guest = translate(&spec, Path::new("/s"), host).unwrap().spec;
+        let guest_hooks = guest.hooks().clone().unwrap();
+        assert!(guest_hooks.prestart().is_none());
+        assert_eq!(guest_hooks.start_container().as_ref().unwrap().len(), 1);
     }
 }
