@@ -1,6 +1,7 @@
-//! OCI hooks (runtime-spec 1.1) on the host: prestart, createRuntime, poststart and
-//! poststop, each with the container's state on stdin, in order; a failing create hook
-//! fails the create and leaves nothing; podman's hooks directory works through ward.
+//! OCI hooks (runtime-spec 1.1): prestart, createRuntime, poststart and poststop on the
+//! host, createContainer and startContainer in the container, each with the container's
+//! state on stdin, in order; a failing create hook fails the create and leaves nothing;
+//! podman's hooks directory works through ward.
 
 use std::path::Path;
 use std::time::Duration;
@@ -32,6 +33,16 @@ fn records(log: &Path) -> Vec<(String, serde_json::Value)> {
         .collect()
 }
 
+/// The same for a hook run in the container (busybox's sh: `echo -n`), logging to a path
+/// of the container's root.
+fn guest_recorder(stage: &str, log: &str) -> serde_json::Value {
+    serde_json::json!({
+        "path": "/bin/sh",
+        "args": ["sh", "-c", format!("echo -n '{stage} ' >> {log}; cat >> {log}; echo >> {log}")],
+        "timeout": 30
+    })
+}
+
 fn with_hooks(bundle: &Path, hooks: serde_json::Value) {
     let config = bundle.join("config.json");
     let mut spec: serde_json::Value =
@@ -50,6 +61,8 @@ fn host_hooks_run_in_order_with_the_state_of_their_stage() {
         serde_json::json!({
             "prestart": [recorder("prestart", &log)],
             "createRuntime": [recorder("createRuntime", &log)],
+            "createContainer": [guest_recorder("createContainer", "/hooks.log")],
+            "startContainer": [guest_recorder("startContainer", "/hooks.log")],
             "poststart": [recorder("poststart", &log)],
             "poststop": [recorder("poststop", &log)]
         }),
@@ -64,6 +77,17 @@ fn host_hooks_run_in_order_with_the_state_of_their_stage() {
     let out = ward.run(&["start", "hooked"]);
     assert!(out.status.success(), "start: {}", text(&out.stderr));
     assert_eq!(records(&log).len(), 3, "poststart ran once start returned");
+    // The guest's stages ran in the container (their log is in its root filesystem), with
+    // the state as the guest sees the container.
+    let guest = records(&bundle.join("rootfs/hooks.log"));
+    let stages: Vec<&str> = guest.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(stages, ["createContainer", "startContainer"]);
+    for ((stage, state), status) in guest.iter().zip(["creating", "created"]) {
+        assert_eq!(state["status"], status, "{stage}: {state}");
+        assert_eq!(state["id"], "hooked", "{stage}: {state}");
+        assert_eq!(state["bundle"], "/run/ward/containers/hooked", "{stage}");
+        assert!(state["pid"].as_i64().unwrap_or(0) > 1, "{stage}: {state}");
+    }
     let out = ward.run(&["kill", "hooked", "KILL"]);
     assert!(out.status.success(), "kill: {}", text(&out.stderr));
     ward.wait_status("hooked", "stopped", Duration::from_secs(60));

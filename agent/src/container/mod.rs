@@ -11,6 +11,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod command;
 pub mod devices;
+pub mod hooks;
 pub mod mounts;
 pub mod namespaces;
 pub mod plan;
@@ -390,6 +391,7 @@ impl Containers {
             rootfs: plan.rootfs.clone(),
             hostname: plan.hostname.clone(),
             domainname: plan.domainname.clone(),
+            hooks: plan.hooks.clone(),
         };
         let spawned = spawn::spawn(
             Kind::Init(&setup),

@@ -11,6 +11,7 @@ use super::caps::{self, CapsError};
 use super::cgroup::{self, CgroupError, ResourcePlan};
 use super::command::{self, CommandError};
 use super::devices::{self, DeviceError};
+use super::hooks::{self, GuestHooks, HookError};
 use super::mounts::{self, check_path, MountError};
 use super::namespaces::{self, NamespaceError, NamespacePlan};
 use super::rlimits::{self, RlimitError};
@@ -48,6 +49,8 @@ pub enum PlanError {
     #[error(transparent)]
     Device(#[from] DeviceError),
     #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error(transparent)]
     Command(#[from] CommandError),
     #[error(transparent)]
     User(#[from] UserError),
@@ -71,6 +74,8 @@ pub struct InitPlan {
     /// The cgroup, relative to /sys/fs/cgroup.
     pub cgroup: PathBuf,
     pub resources: ResourcePlan,
+    /// createContainer and startContainer hooks.
+    pub hooks: GuestHooks,
     /// Parts of the spec the agent does not enforce, for a warning in the log.
     pub ignored: Vec<&'static str>,
 }
@@ -162,9 +167,6 @@ pub fn init_plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<InitPlan, PlanE
     if linux.seccomp().is_some() {
         ignored.push("linux.seccomp");
     }
-    if spec.hooks().is_some() {
-        ignored.push("hooks");
-    }
     if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
         ignored.push("LSM labels");
     }
@@ -178,6 +180,12 @@ pub fn init_plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<InitPlan, PlanE
         process: process_setup(process, rootfs)?,
         cgroup,
         resources,
+        hooks: hooks::plan(
+            spec.hooks().as_ref(),
+            id,
+            rootfs,
+            spec.annotations().clone().unwrap_or_default(),
+        )?,
         ignored,
     })
 }

@@ -1,5 +1,5 @@
 //! `ward features`: what this runtime and its agent support, in the OCI features format.
-//! Only what ward really applies is listed: the hooks the host runs, the mount options the
+//! Only what ward really applies is listed: the hooks it runs (host and guest), the mount options the
 //! agent's parser applies; what it ignores (seccomp, AppArmor, SELinux) is reported as not
 //! enabled.
 
@@ -53,7 +53,7 @@ pub fn document() -> serde_json::Value {
     json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": oci_spec::runtime::Spec::default().version(),
-        "hooks": crate::hooks::SUPPORTED.map(|stage| stage.name()),
+        "hooks": crate::hooks::ALL_STAGES,
         "mountOptions": MOUNT_OPTIONS,
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],

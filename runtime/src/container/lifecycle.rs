@@ -202,13 +202,6 @@ pub fn prepare(
         creator: ProcessRecord::of("ward", std::process::id() as i32),
         hooks: bundle.spec.hooks().clone(),
     };
-    if let Some(hooks) = &state.hooks {
-        let stages = hooks::unsupported_stages(hooks);
-        if !stages.is_empty() {
-            warn!(ctx.log, "hooks of these stages are not run: they belong in the container's namespaces, inside the VM";
-                  "container" => id, "stages" => stages.join(","));
-        }
-    }
     let result = ctx
         .store
         .save(&lock, &state)

@@ -6,7 +6,8 @@
 //! the container down); a failing poststart or poststop hook is a warning only.
 //!
 //! createContainer and startContainer hooks belong in the container's namespaces, which
-//! are in the guest; they are not run on the host (`unsupported_stages` names them).
+//! are in the guest: the agent runs them (agent/src/container/hooks.rs), and
+//! `guest_spec` passes only them on.
 
 mod exec;
 
@@ -26,12 +27,14 @@ pub enum Stage {
     Poststop,
 }
 
-/// The stages `ward features` reports: those this module runs.
-pub const SUPPORTED: [Stage; 4] = [
-    Stage::Prestart,
-    Stage::CreateRuntime,
-    Stage::Poststart,
-    Stage::Poststop,
+/// Every stage ward runs, here or in the guest, for `ward features`.
+pub const ALL_STAGES: [&str; 6] = [
+    "prestart",
+    "createRuntime",
+    "createContainer",
+    "startContainer",
+    "poststart",
+    "poststop",
 ];
 
 impl Stage {
@@ -162,26 +165,6 @@ pub fn run_stage(stage: Stage, hooks: &Hooks, ctx: &HookContext) -> Result<(), H
     Ok(())
 }
 
-/// The stages of `hooks` that run in the container's namespaces, which ward does not run.
-pub fn unsupported_stages(hooks: &Hooks) -> Vec<&'static str> {
-    let mut stages = Vec::new();
-    if hooks
-        .create_container()
-        .as_ref()
-        .is_some_and(|h| !h.is_empty())
-    {
-        stages.push("createContainer");
-    }
-    if hooks
-        .start_container()
-        .as_ref()
-        .is_some_and(|h| !h.is_empty())
-    {
-        stages.push("startContainer");
-    }
-    stages
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,14 +213,5 @@ mod tests {
         assert_eq!(state["annotations"]["k"], "v");
         let state: serde_json::Value = serde_json::from_str(lines[5]).unwrap();
         assert_eq!(state["status"], "stopped");
-    }
-
-    #[test]
-    fn stages_the_guest_would_run_are_named() {
-        let hooks: Hooks = serde_json::from_value(serde_json::json!({
-            "createContainer": [{"path": "/x"}], "prestart": [{"path": "/y"}]
-        }))
-        .unwrap();
-        assert_eq!(unsupported_stages(&hooks), vec!["createContainer"]);
     }
 }
