@@ -158,3 +158,83 @@ fn a_namespace_path_of_another_type_is_refused_as_runc_does() {
         text(&out.stdout)
     );
 }
+
+/// JSON type names, to compare shapes.
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "bool",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+#[test]
+fn features_have_runcs_shape_and_say_what_ward_does() {
+    need_runc();
+    let ward = Ward::new();
+    let out = ward.run(&["features"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ours: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let out = Command::new("runc")
+        .arg("features")
+        .output()
+        .expect("runc features");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let runcs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+
+    // Every field runc reports, ward reports too, with the same type.
+    for (ours, runcs, at) in [
+        (&ours, &runcs, "top level"),
+        (&ours["linux"], &runcs["linux"], "linux"),
+        (
+            &ours["linux"]["cgroup"],
+            &runcs["linux"]["cgroup"],
+            "linux.cgroup",
+        ),
+    ] {
+        for (key, value) in runcs.as_object().unwrap() {
+            let mine = ours
+                .get(key)
+                .unwrap_or_else(|| panic!("{at}: ward features lacks {key}"));
+            assert_eq!(kind(mine), kind(value), "{at}.{key}");
+        }
+    }
+    serde_json::from_value::<oci_spec::runtime::Features>(ours.clone()).expect("OCI features");
+
+    // What ward runs: every hook stage (tests/tests/hooks.rs runs each), the propagation
+    // options (tests/tests/spec_fields.rs), the namespaces the guest makes; not seccomp,
+    // AppArmor or SELinux, which the guest does not apply.
+    assert_eq!(ours["hooks"], runcs["hooks"], "the same six stages as runc");
+    let options: Vec<&str> = ours["mountOptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.as_str())
+        .collect();
+    for option in [
+        "shared",
+        "rshared",
+        "slave",
+        "rslave",
+        "private",
+        "rprivate",
+        "unbindable",
+        "runbindable",
+        "bind",
+        "rbind",
+        "ro",
+        "nosuid",
+        "nodev",
+        "noexec",
+    ] {
+        assert!(options.contains(&option), "{option}");
+    }
+    assert!(!options.contains(&"tmpcopyup"), "ward does not copy up");
+    assert_eq!(ours["linux"]["namespaces"], runcs["linux"]["namespaces"]);
+    for lsm in ["seccomp", "apparmor", "selinux"] {
+        assert_eq!(ours["linux"][lsm]["enabled"], false, "{lsm}");
+    }
+}
