@@ -123,9 +123,11 @@ fn a_namespace_path_of_another_type_is_refused_as_runc_does() {
     let config = bundle.join("config.json");
     let mut spec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    // This test's own IPC namespace, named as a network namespace.
+    let ipc = format!("/proc/{}/ns/ipc", std::process::id());
     for ns in spec["linux"]["namespaces"].as_array_mut().unwrap() {
         if ns["type"] == "network" {
-            ns["path"] = "/proc/1/ns/ipc".into();
+            ns["path"] = ipc.clone().into();
         }
     }
     std::fs::write(&config, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
@@ -133,7 +135,7 @@ fn a_namespace_path_of_another_type_is_refused_as_runc_does() {
     let out = ward.run(&["create", "--bundle", bundle.to_str().unwrap(), "wrong-ns"]);
     ward_e2e::assert_fails_with(
         &out,
-        "network namespace path \"/proc/1/ns/ipc\" is a namespace of type ipc, not network",
+        &format!("network namespace path \"{ipc}\" is a namespace of type ipc, not network"),
     );
     assert_eq!(
         text(&ward.run(&["list", "-q"]).stdout),
