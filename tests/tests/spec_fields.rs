@@ -1,5 +1,5 @@
-//! Fields of the spec made true in the guest as runc makes them on the host: device nodes,
-//! mount propagation (per mount and of the root), sysctls, oom_score_adj, rlimits, and
+//! Fields of the spec made true in the guest as runc makes them on the host: device nodes
+//! and device rules, mount propagation (per mount and of the root), sysctls, oom_score_adj, rlimits, and
 //! annotations ward does not know.
 
 use ward_e2e::{text, Ward};
@@ -10,7 +10,11 @@ grep ' / / ' /proc/self/mountinfo; \
 busybox stat -c 'node %n %F %t:%T %a %u:%g' /dev/ward-char /dev/ward-block; \
 echo sysctl $(cat /proc/sys/kernel/shm_rmid_forced /proc/sys/net/ipv4/ip_forward); \
 echo oom $(cat /proc/self/oom_score_adj); \
-grep -E '^Max (open files|processes)' /proc/self/limits";
+grep -E '^Max (open files|processes)' /proc/self/limits; \
+echo ward > /dev/ward-kmsg && echo kmsg-write ok; \
+head -c 0 /dev/ward-kmsg 2>&1 | grep -q 'not permitted' && echo kmsg-read denied; \
+(true < /dev/ward-fuse) 2>&1 | grep -q 'not permitted' && echo fuse denied; \
+head -c 1 /dev/ward-char > /dev/null && echo null ok";
 
 /// The mountinfo line of `target`, with its optional fields (propagation tags).
 fn mount_line<'a>(out: &'a str, target: &str) -> &'a str {
@@ -46,8 +50,19 @@ fn devices_propagation_sysctls_oom_rlimits_and_annotations_are_honoured() {
         {"path": "/dev/ward-char", "type": "c", "major": 1, "minor": 3,
          "fileMode": 0o640, "uid": 1000, "gid": 5},
         {"path": "/dev/ward-block", "type": "b", "major": 7, "minor": 200,
-         "fileMode": 0o600, "uid": 0, "gid": 0}
+         "fileMode": 0o600, "uid": 0, "gid": 0},
+        {"path": "/dev/ward-kmsg", "type": "c", "major": 1, "minor": 11},
+        {"path": "/dev/ward-fuse", "type": "c", "major": 10, "minor": 229}
     ]);
+    // After the bundle's deny-all: /dev/kmsg for writing only. The fuse node is made but
+    // denied (an open gets EPERM from the device program, not ENXIO from a missing
+    // driver); null is among the devices every container may use.
+    spec["linux"]["resources"]["devices"]
+        .as_array_mut()
+        .unwrap()
+        .push(
+            serde_json::json!({"allow": true, "type": "c", "major": 1, "minor": 11, "access": "w"}),
+        );
     spec["linux"]["sysctl"] = serde_json::json!({
         "kernel.shm_rmid_forced": "1", "net.ipv4.ip_forward": "1"
     });
@@ -99,6 +114,17 @@ fn devices_propagation_sysctls_oom_rlimits_and_annotations_are_honoured() {
         shown.contains("node /dev/ward-block block special file 7:c8 600 0:0"),
         "{shown}"
     );
+    for line in [
+        "kmsg-write ok",
+        "kmsg-read denied",
+        "fuse denied",
+        "null ok",
+    ] {
+        assert!(
+            shown.lines().any(|l| l == line),
+            "device rules: {line} in {shown}"
+        );
+    }
     assert!(shown.contains("sysctl 1 1"), "{shown}");
     assert!(shown.contains("oom 123"), "{shown}");
     let limits: Vec<Vec<&str>> = shown

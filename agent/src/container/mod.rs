@@ -10,6 +10,7 @@
 pub mod caps;
 pub mod cgroup;
 pub mod command;
+pub mod devcgroup;
 pub mod devices;
 pub mod hooks;
 pub mod mounts;
@@ -121,7 +122,8 @@ impl Coded for ContainerError {
             E::Cgroup { source, .. } => match source {
                 CgroupError::Io { .. }
                 | CgroupError::NotEmpty(..)
-                | CgroupError::FreezeTimeout { .. } => Code::INTERNAL,
+                | CgroupError::FreezeTimeout { .. }
+                | CgroupError::DeviceProgram { .. } => Code::INTERNAL,
                 CgroupError::InUse(_) => Code::FAILED_PRECONDITION,
                 _ => Code::INVALID_ARGUMENT,
             },
@@ -357,6 +359,9 @@ impl Containers {
         let cgroup = Cgroup::create(&plan.cgroup).map_err(cgroup_err)?;
         undo.cgroup = Some(cgroup.clone());
         cgroup.apply(&plan.resources).map_err(cgroup_err)?;
+        cgroup
+            .restrict_devices(&plan.resources)
+            .map_err(cgroup_err)?;
         let procs = cgroup.procs_for_join().map_err(cgroup_err)?;
 
         let mut join = Vec::new();
@@ -754,6 +759,10 @@ impl Containers {
             source,
         };
         let plan = cgroup::resource_plan(&resources).map_err(cgroup_err)?;
+        if plan.devices.is_some() {
+            warn!(self.log, "device rules are set once, at create: the update leaves them as they are";
+                  "container" => id);
+        }
         c.cgroup.apply(&plan).map_err(cgroup_err)
     }
 
