@@ -8,7 +8,8 @@
 //! of them. With no rule matching the request is allowed (a cgroup without rules
 //! restricts nothing), so a spec that denies nothing gets no program.
 //!
-//! `rules` and `program` are pure; `attach` makes the two bpf(2) calls.
+//! `rules` and `program` are pure (the tests hold the program to a reference decision);
+//! `attach` makes the two bpf(2) calls.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -161,25 +162,6 @@ pub fn rules(spec: &[LinuxDeviceCgroup]) -> Result<Option<Vec<Rule>>, DevCgroupE
     }
     out.extend(DEFAULT_ALLOWED);
     Ok(Some(out))
-}
-
-/// Whether `rules` let a request through: the reference the program must agree with.
-pub fn decide(rules: &[Rule], kind: i32, major: u32, minor: u32, access: u32) -> bool {
-    for rule in rules.iter().rev() {
-        let names = rule.kind.map_or(true, |k| k == kind)
-            && rule.major.map_or(true, |m| m == major)
-            && rule.minor.map_or(true, |m| m == minor);
-        if !names {
-            continue;
-        }
-        if rule.allow && access & !rule.access == 0 {
-            return true;
-        }
-        if !rule.allow && access & rule.access != 0 {
-            return false;
-        }
-    }
-    true
 }
 
 // eBPF instruction encoding (linux/bpf_common.h, linux/bpf.h).
@@ -372,6 +354,25 @@ pub fn attach(cgroup: &Path, insns: &[Insn]) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// Whether `rules` let a request through: the reference the program must agree with.
+    fn decide(rules: &[Rule], kind: i32, major: u32, minor: u32, access: u32) -> bool {
+        for rule in rules.iter().rev() {
+            let names = !matches!(rule.kind, Some(k) if k != kind)
+                && !matches!(rule.major, Some(m) if m != major)
+                && !matches!(rule.minor, Some(m) if m != minor);
+            if !names {
+                continue;
+            }
+            if rule.allow && access & !rule.access == 0 {
+                return true;
+            }
+            if !rule.allow && access & rule.access != 0 {
+                return false;
+            }
+        }
+        true
+    }
+
     fn spec(json: serde_json::Value) -> Vec<LinuxDeviceCgroup> {
         serde_json::from_value(json).unwrap()
     }
@@ -420,7 +421,10 @@ mod tests {
             }
         }
         let unreachable: Vec<usize> = (0..insns.len()).filter(|pc| !seen[*pc]).collect();
-        assert!(unreachable.is_empty(), "unreachable instructions {unreachable:?}");
+        assert!(
+            unreachable.is_empty(),
+            "unreachable instructions {unreachable:?}"
+        );
     }
 
     #[test]
