@@ -240,3 +240,91 @@ fn features_have_runcs_shape_and_say_what_ward_does() {
         assert_eq!(ours["linux"][lsm]["enabled"], false, "{lsm}");
     }
 }
+
+/// Receives the terminal master that `create --console-socket` sends.
+fn receive_master(listener: &std::os::unix::net::UnixListener) -> std::fs::File {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (stream, _) = listener
+        .accept()
+        .expect("ward connects to the console socket");
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .expect("recvmsg on the console socket");
+    for cmsg in msg.cmsgs().expect("control messages") {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            // SAFETY: SCM_RIGHTS gave this process a new descriptor that nothing else owns.
+            return unsafe { std::fs::File::from_raw_fd(fds[0]) };
+        }
+    }
+    panic!("no descriptor came over the console socket");
+}
+
+#[test]
+fn a_bundle_from_spec_runs_with_a_console_socket() {
+    // What tools and test suites do: `RUNTIME spec`, edit the args, create with a console
+    // socket (runc's template has a terminal), start, read the terminal.
+    let ward = Ward::new();
+    let bundle = ward.bundle("from-spec", &["true"]);
+    std::fs::remove_file(bundle.join("config.json")).unwrap();
+    let mut spec = spec_of(&mut ward.command(), &bundle, &[]);
+    spec["process"]["args"] = serde_json::json!(["sh", "-c", "tty; echo hello over the console"]);
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&spec).unwrap(),
+    )
+    .unwrap();
+    let socket = ward.dir.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let receiver = std::thread::spawn(move || receive_master(&listener));
+    let out = ward.run_detached(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--console-socket",
+        socket.to_str().unwrap(),
+        "from-spec",
+    ]);
+    assert!(out.status.success(), "create: {}", text(&out.stderr));
+    let master = receiver.join().expect("the console socket's receiver");
+    let out = ward.run(&["start", "from-spec"]);
+    assert!(out.status.success(), "start: {}", text(&out.stderr));
+
+    // Read until the greeting (or the terminal closes when the process exits).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut master = master;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&seen).contains("hello over the console") {
+                break;
+            }
+        }
+        let _ = tx.send(seen);
+    });
+    let seen = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the terminal's output within 60 s");
+    let shown = text(&seen);
+    assert!(
+        shown.contains("/dev/pts/"),
+        "the process has a terminal: {shown:?}"
+    );
+    assert!(shown.contains("hello over the console"), "{shown:?}");
+    ward.wait_status("from-spec", "stopped", std::time::Duration::from_secs(60));
+    let out = ward.run(&["delete", "from-spec"]);
+    assert!(out.status.success(), "delete: {}", text(&out.stderr));
+}
