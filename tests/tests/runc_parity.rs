@@ -328,3 +328,40 @@ fn a_bundle_from_spec_runs_with_a_console_socket() {
     let out = ward.run(&["delete", "from-spec"]);
     assert!(out.status.success(), "delete: {}", text(&out.stderr));
 }
+
+#[test]
+fn runcs_rootless_template_runs() {
+    // A user namespace mapping root to the caller, the guest's /sys bound in, and a
+    // cgroup2 mount the namespace may not make (the container's cgroup is bound instead).
+    let ward = Ward::new();
+    let bundle = ward.bundle("rootless", &["true"]);
+    std::fs::remove_file(bundle.join("config.json")).unwrap();
+    let mut spec = spec_of(&mut ward.command(), &bundle, &["--rootless"]);
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!([
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; ls /sys/fs/cgroup/cgroup.procs; ls /sys/class > /dev/null && echo sysfs ok"
+    ]);
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&spec).unwrap(),
+    )
+    .unwrap();
+    let out = ward.run(&["run", "--bundle", bundle.to_str().unwrap(), "rootless"]);
+    let shown = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ward run of the rootless template: {}\n{shown}",
+        text(&out.stderr)
+    );
+    let map: Vec<&str> = shown
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(map, ["0", "0", "1"], "{shown}");
+    assert!(shown.contains("/sys/fs/cgroup/cgroup.procs"), "{shown}");
+    assert!(shown.contains("sysfs ok"), "{shown}");
+}

@@ -140,6 +140,7 @@ pub fn init_plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<InitPlan, PlanE
         .filter(|p| !p.is_empty())
         .map(mounts::rootfs_propagation)
         .transpose()?;
+    let cgroup = cgroup::confine(linux.cgroups_path().as_deref(), id)?;
     let rootfs_plan = RootfsPlan {
         root: rootfs.to_path_buf(),
         readonly: spec
@@ -155,9 +156,9 @@ pub fn init_plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<InitPlan, PlanE
         sysctls: sysctls(linux.sysctl())?,
         devices: devices::plan(linux.devices().as_deref().unwrap_or(&[]))?,
         in_user_ns: namespaces.new_user,
+        cgroup_dir: Path::new(cgroup::CGROUP_ROOT).join(&cgroup),
     };
 
-    let cgroup = cgroup::confine(linux.cgroups_path().as_deref(), id)?;
     let resources = match linux.resources() {
         Some(res) => cgroup::resource_plan(res)?,
         None => ResourcePlan::default(),

@@ -39,6 +39,8 @@ pub struct RootfsPlan {
     pub devices: Vec<DevicePlan>,
     /// The init is in a new user namespace, where mknod of a device is refused.
     pub in_user_ns: bool,
+    /// The container's cgroup directory, bound where a cgroup2 mount is refused.
+    pub cgroup_dir: PathBuf,
 }
 
 /// mount(2) with plain Rust types.
@@ -80,7 +82,7 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), String> {
     )
     .map_err(|e| fail(format!("bind-mounting the rootfs {}", root.display()), e))?;
     for m in &plan.mounts {
-        mount_one(root, m)?;
+        mount_one(root, m, &plan.cgroup_dir)?;
     }
     if plan.default_devices {
         populate_dev(root)?;
@@ -89,7 +91,7 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), String> {
     pivot(root)
 }
 
-fn mount_one(root: &Path, m: &MountPlan) -> Result<(), String> {
+fn mount_one(root: &Path, m: &MountPlan, cgroup_dir: &Path) -> Result<(), String> {
     let dest = resolve_in_root(root, &m.destination, &RealFs).map_err(|e| e.to_string())?;
     let shown = m.destination.display().to_string();
     let opts = &m.options;
@@ -117,14 +119,34 @@ fn mount_one(root: &Path, m: &MountPlan) -> Result<(), String> {
                 .map_err(|e| fail_io(format!("creating the mount point {shown}"), e))?;
             let data = opts.data_string();
             let data = (!data.is_empty()).then_some(data.as_str());
-            mount(
+            match mount(
                 Some(Path::new(source)),
                 &dest,
                 Some(fstype),
                 opts.flags,
                 data,
-            )
-            .map_err(|e| fail(format!("mounting {fstype} on {shown}"), e))?;
+            ) {
+                Ok(()) => {}
+                // A user namespace without a cgroup namespace of its own may not mount
+                // cgroup2 (runc's rootless template is one): the container's own cgroup
+                // directory is bound there instead, as runc does.
+                Err(nix::Error::EPERM | nix::Error::EBUSY) if fstype == "cgroup2" => {
+                    mount(
+                        Some(cgroup_dir),
+                        &dest,
+                        None,
+                        MsFlags::MS_BIND | MsFlags::MS_REC,
+                        None,
+                    )
+                    .map_err(|e| fail(format!("binding the container's cgroup on {shown}"), e))?;
+                    let extra = opts.flags & !MsFlags::MS_REMOUNT;
+                    if !extra.is_empty() {
+                        remount(&dest, extra, opts.cleared)
+                            .map_err(|e| fail(format!("remounting {shown}"), e))?;
+                    }
+                }
+                Err(e) => return Err(fail(format!("mounting {fstype} on {shown}"), e)),
+            }
         }
     }
     for propagation in &opts.propagation {

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{Hooks, LinuxNamespace, Mount, MountBuilder, Spec};
 use thiserror::Error;
 
-/// Host bind sources that the guest has too: device nodes are the guest's own.
-const GUEST_OWNED_PREFIXES: [&str; 1] = ["/dev"];
+/// Host bind sources that the guest has too: device nodes and sysfs are the guest's own
+/// (the host's /sys describes the host's hardware, none of a VM's business).
+const GUEST_OWNED_PREFIXES: [&str; 2] = ["/dev", "/sys"];
 
 #[derive(Debug, Error)]
 pub enum GuestSpecError {
@@ -232,6 +233,7 @@ mod tests {
                 {"destination": "/etc/hosts", "type": "bind", "source": "/var/lib/c/userdata/hosts", "options": ["bind", "rprivate"]},
                 {"destination": "/data", "source": "/srv/data", "options": ["rbind", "ro"]},
                 {"destination": "/dev/fuse", "type": "bind", "source": "/dev/fuse", "options": ["bind"]},
+                {"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "ro"]},
             ]),
             serde_json::json!([{"type": "mount"}]),
         );
@@ -250,6 +252,11 @@ mod tests {
             mounts[3].source().as_deref(),
             Some(Path::new("/dev/fuse")),
             "device binds stay the guest's"
+        );
+        assert_eq!(
+            mounts[4].source().as_deref(),
+            Some(Path::new("/sys")),
+            "so does sysfs"
         );
         assert_eq!(
             out.binds,
