@@ -13,7 +13,8 @@ WARD_DEBUG := target/debug/ward
 WARD_RELEASE := target/release/ward
 TEST_CONFIG := build/ward-test.toml
 
-.PHONY: all setup kernel agent initrd assets build build-release config demo test test-kvm unit e2e lint fmt clean
+.PHONY: all setup kernel agent initrd assets build build-release config demo test test-kvm unit e2e lint fmt clean \
+	install install-files uninstall
 
 all: build assets
 
@@ -46,6 +47,24 @@ config:
 
 demo: setup assets build-release config
 	tools/demo $(WARD_RELEASE) $(TEST_CONFIG)
+
+# Installing like other software: ward and ward-vmm in $(PREFIX)/bin, the guest assets in
+# $(PREFIX)/share/ward, /etc/ward/configuration.toml pointing at them (an existing one is
+# kept), docs in $(PREFIX)/share/doc/ward. DESTDIR stages it all elsewhere (packaging).
+# install-files installs what is already built (INSTALL_BIN_DIR: which build's binaries).
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+INSTALL_BIN_DIR ?= target/release
+INSTALL_ARGS = --prefix "$(PREFIX)" --sysconfdir "$(SYSCONFDIR)" --destdir "$(DESTDIR)"
+
+install: build-release assets
+	$(MAKE) install-files
+
+install-files:
+	tools/install $(INSTALL_ARGS) --bin-dir "$(INSTALL_BIN_DIR)" --guest-dir "$(GUEST)"
+
+uninstall:
+	tools/install --uninstall $(INSTALL_ARGS)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -6,6 +6,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod container;
+pub mod hooks;
 pub mod logging;
 pub mod relay;
 pub mod sandbox;

@@ -20,7 +20,15 @@ pub struct CapsPlan {
     pub effective: CapsHashSet,
     pub permitted: CapsHashSet,
     pub inheritable: CapsHashSet,
+    /// The ambient capabilities the kernel will accept: those also permitted and
+    /// inheritable.
     pub ambient: CapsHashSet,
+    /// Ambient capabilities of the spec left out because they are not both permitted and
+    /// inheritable, for a warning. runc raises ambient capabilities one by one and only
+    /// warns about those the kernel refuses, and its own default spec lists ambient
+    /// capabilities without an inheritable set, so refusing them would refuse runc's
+    /// template.
+    pub ambient_dropped: Vec<Capability>,
 }
 
 /// Maps one capability of the spec to the caps crate's.
@@ -35,13 +43,33 @@ fn map_set(set: &Option<Capabilities>) -> Result<CapsHashSet, CapsError> {
 }
 
 pub fn plan(caps: &LinuxCapabilities) -> Result<CapsPlan, CapsError> {
+    let permitted = map_set(caps.permitted())?;
+    let inheritable = map_set(caps.inheritable())?;
+    let (ambient, dropped): (CapsHashSet, CapsHashSet) = map_set(caps.ambient())?
+        .into_iter()
+        .partition(|cap| permitted.contains(cap) && inheritable.contains(cap));
+    let mut ambient_dropped: Vec<Capability> = dropped.into_iter().collect();
+    ambient_dropped.sort_by_key(|cap| cap.index());
     Ok(CapsPlan {
         bounding: map_set(caps.bounding())?,
         effective: map_set(caps.effective())?,
-        permitted: map_set(caps.permitted())?,
-        inheritable: map_set(caps.inheritable())?,
-        ambient: map_set(caps.ambient())?,
+        permitted,
+        inheritable,
+        ambient,
+        ambient_dropped,
     })
+}
+
+/// The warning for ambient capabilities left out, worded as runc's.
+pub fn ambient_warning(plan: &CapsPlan) -> Option<String> {
+    if plan.ambient_dropped.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = plan.ambient_dropped.iter().map(|c| c.to_string()).collect();
+    Some(format!(
+        "can't raise ambient capabilities {} (not both permitted and inheritable)",
+        names.join(", ")
+    ))
 }
 
 /// Drops every capability outside the bounding set. Needs CAP_SETPCAP, so it runs before
@@ -108,6 +136,52 @@ mod tests {
         assert_eq!(plan.effective, CapsHashSet::from([Capability::CAP_KILL]));
         // Sets the spec leaves out are empty.
         assert!(plan.permitted.is_empty() && plan.inheritable.is_empty());
+    }
+
+    #[test]
+    fn ambient_keeps_only_what_is_permitted_and_inheritable() {
+        // runc's default spec: ambient without an inheritable set.
+        let caps: LinuxCapabilities = serde_json::from_str(
+            r#"{
+                "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "ambient": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+            }"#,
+        )
+        .unwrap();
+        let runcs = plan(&caps).unwrap();
+        assert!(runcs.ambient.is_empty());
+        assert_eq!(
+            runcs.ambient_dropped,
+            vec![
+                Capability::CAP_KILL,
+                Capability::CAP_NET_BIND_SERVICE,
+                Capability::CAP_AUDIT_WRITE
+            ]
+        );
+        assert_eq!(
+            ambient_warning(&runcs).unwrap(),
+            "can't raise ambient capabilities CAP_KILL, CAP_NET_BIND_SERVICE, CAP_AUDIT_WRITE \
+             (not both permitted and inheritable)"
+        );
+
+        let caps: LinuxCapabilities = serde_json::from_str(
+            r#"{
+                "permitted": ["CAP_KILL", "CAP_CHOWN"],
+                "inheritable": ["CAP_KILL", "CAP_SETUID"],
+                "ambient": ["CAP_KILL", "CAP_CHOWN", "CAP_SETUID"]
+            }"#,
+        )
+        .unwrap();
+        let mixed = plan(&caps).unwrap();
+        assert_eq!(mixed.ambient, CapsHashSet::from([Capability::CAP_KILL]));
+        assert_eq!(
+            mixed.ambient_dropped,
+            vec![Capability::CAP_CHOWN, Capability::CAP_SETUID]
+        );
+        let none = plan(&serde_json::from_str("{}").unwrap()).unwrap();
+        assert!(ambient_warning(&none).is_none());
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub enum CgroupError {
         what: String,
         source: io::Error,
     },
+    #[error(transparent)]
+    Devices(#[from] super::devcgroup::DevCgroupError),
+    #[error("cgroup {path}: {message}")]
+    DeviceProgram { path: String, message: String },
     #[error("cgroup {0} already exists and has processes")]
     InUse(String),
     #[error("cgroup {0}: processes are still in it after {1:?}")]
@@ -104,6 +108,8 @@ pub fn shares_to_weight(shares: u64) -> u64 {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ResourcePlan {
     pub writes: Vec<(String, String)>,
+    /// `devices` as a device program's rules; None when they deny nothing.
+    pub devices: Option<Vec<super::devcgroup::Rule>>,
     pub ignored: Vec<&'static str>,
 }
 
@@ -222,15 +228,7 @@ pub fn resource_plan(res: &LinuxResources) -> Result<ResourcePlan, CgroupError> 
     if res.rdma().is_some() {
         plan.ignored.push("rdma");
     }
-    if res
-        .devices()
-        .as_ref()
-        .is_some_and(|d| d.iter().any(|rule| rule.allow()))
-    {
-        // The v2 device controller is an eBPF program; the guest's /dev holds only what
-        // the agent puts there, so allow-rules are moot and deny-rules are the default.
-        plan.ignored.push("devices");
-    }
+    plan.devices = super::devcgroup::rules(res.devices().as_deref().unwrap_or(&[]))?;
     Ok(plan)
 }
 
@@ -322,6 +320,21 @@ impl Cgroup {
             })?;
         }
         Ok(())
+    }
+
+    /// Attaches the device rules' program. Once per cgroup: a second program would only
+    /// narrow the first (every attached program must allow), so updates leave them be.
+    pub fn restrict_devices(&self, plan: &ResourcePlan) -> Result<(), CgroupError> {
+        let Some(rules) = &plan.devices else {
+            return Ok(());
+        };
+        let program = super::devcgroup::program(rules);
+        super::devcgroup::attach(&self.path, &program).map_err(|message| {
+            CgroupError::DeviceProgram {
+                path: self.path.display().to_string(),
+                message,
+            }
+        })
     }
 
     /// cgroup.procs opened for writing, close-on-exec: a child writes "0" to it to move
@@ -517,8 +530,9 @@ mod tests {
                 ("pids.max", "max"),
             ]
         );
-        // A deny-all device rule is what the guest does anyway.
+        // A deny-all device rule is a device program.
         assert!(plan.ignored.is_empty());
+        assert!(plan.devices.is_some());
         assert!(resource_plan(&resources("{}")).unwrap().writes.is_empty());
     }
 

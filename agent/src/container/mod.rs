@@ -10,6 +10,9 @@
 pub mod caps;
 pub mod cgroup;
 pub mod command;
+pub mod devcgroup;
+pub mod devices;
+pub mod hooks;
 pub mod mounts;
 pub mod namespaces;
 pub mod plan;
@@ -119,7 +122,8 @@ impl Coded for ContainerError {
             E::Cgroup { source, .. } => match source {
                 CgroupError::Io { .. }
                 | CgroupError::NotEmpty(..)
-                | CgroupError::FreezeTimeout { .. } => Code::INTERNAL,
+                | CgroupError::FreezeTimeout { .. }
+                | CgroupError::DeviceProgram { .. } => Code::INTERNAL,
                 CgroupError::InUse(_) => Code::FAILED_PRECONDITION,
                 _ => Code::INVALID_ARGUMENT,
             },
@@ -355,6 +359,9 @@ impl Containers {
         let cgroup = Cgroup::create(&plan.cgroup).map_err(cgroup_err)?;
         undo.cgroup = Some(cgroup.clone());
         cgroup.apply(&plan.resources).map_err(cgroup_err)?;
+        cgroup
+            .restrict_devices(&plan.resources)
+            .map_err(cgroup_err)?;
         let procs = cgroup.procs_for_join().map_err(cgroup_err)?;
 
         let mut join = Vec::new();
@@ -389,6 +396,7 @@ impl Containers {
             rootfs: plan.rootfs.clone(),
             hostname: plan.hostname.clone(),
             domainname: plan.domainname.clone(),
+            hooks: plan.hooks.clone(),
         };
         let spawned = spawn::spawn(
             Kind::Init(&setup),
@@ -439,12 +447,19 @@ impl Containers {
             warn!(self.log, "parts of the spec are not enforced in the guest";
                   "container" => id, "ignored" => plan.ignored.join(", "));
         }
+        self.warn_ambient(id, None, &plan.process);
         info!(self.log, "container created"; "container" => id, "pid" => container.init.pid,
               "cgroup" => container.cgroup.path.display().to_string());
         lock(&self.slots).insert(id.to_string(), Slot::Ready(container));
         reservation.done = true;
         undo.armed = false;
         Ok(())
+    }
+
+    fn warn_ambient(&self, id: &str, exec_id: Option<&str>, setup: &spawn::ProcessSetup) {
+        if let Some(message) = setup.caps.as_ref().and_then(caps::ambient_warning) {
+            warn!(self.log, "{}", message; "container" => id, "exec" => exec_id.unwrap_or("init"));
+        }
     }
 
     /// StartContainer: releases the init and waits for its exec.
@@ -541,6 +556,7 @@ impl Containers {
         let init_proc = PathBuf::from(format!("/proc/{}", c.init.pid));
         let root_path = init_proc.join("root");
         let setup = plan::process_setup(&process, &root_path).map_err(plan_err)?;
+        self.warn_ambient(id, Some(exec_id), &setup);
         let io_err = |what: String| {
             move |source| ContainerError::Io {
                 id: id.into(),
@@ -743,6 +759,10 @@ impl Containers {
             source,
         };
         let plan = cgroup::resource_plan(&resources).map_err(cgroup_err)?;
+        if plan.devices.is_some() {
+            warn!(self.log, "device rules are set once, at create: the update leaves them as they are";
+                  "container" => id);
+        }
         c.cgroup.apply(&plan).map_err(cgroup_err)
     }
 

@@ -17,10 +17,11 @@ pub const MAX_PATH_LEN: usize = 4096;
 pub const MAX_MOUNTS: usize = 256;
 /// Most options one mount may have.
 pub const MAX_OPTIONS: usize = 64;
-/// Where bind mount sources may be: a storage the host shared (under /run/ward) or a
-/// device of the guest. Host paths mean nothing in the guest, and the agent's own files
-/// (its binary, /proc/1) are none of a container's business.
-pub const BIND_SOURCES: [&str; 2] = ["/run/ward", "/dev"];
+/// Where bind mount sources may be: a storage the host shared (under /run/ward), a
+/// device of the guest, or the guest's sysfs (runc's rootless template binds /sys, which
+/// a user namespace may not mount). Host paths mean nothing in the guest, and the
+/// agent's own files (its binary, /proc/1) are none of a container's business.
+pub const BIND_SOURCES: [&str; 3] = ["/run/ward", "/dev", "/sys"];
 /// Symlinks followed while resolving one path, as the kernel's MAXSYMLINKS.
 const MAX_SYMLINKS: usize = 40;
 

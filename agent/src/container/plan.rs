@@ -10,6 +10,8 @@ use thiserror::Error;
 use super::caps::{self, CapsError};
 use super::cgroup::{self, CgroupError, ResourcePlan};
 use super::command::{self, CommandError};
+use super::devices::{self, DeviceError};
+use super::hooks::{self, GuestHooks, HookError};
 use super::mounts::{self, check_path, MountError};
 use super::namespaces::{self, NamespaceError, NamespacePlan};
 use super::rlimits::{self, RlimitError};
@@ -45,6 +47,10 @@ pub enum PlanError {
     #[error(transparent)]
     Rlimit(#[from] RlimitError),
     #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error(transparent)]
     Command(#[from] CommandError),
     #[error(transparent)]
     User(#[from] UserError),
@@ -68,6 +74,8 @@ pub struct InitPlan {
     /// The cgroup, relative to /sys/fs/cgroup.
     pub cgroup: PathBuf,
     pub resources: ResourcePlan,
+    /// createContainer and startContainer hooks.
+    pub hooks: GuestHooks,
     /// Parts of the spec the agent does not enforce, for a warning in the log.
     pub ignored: Vec<&'static str>,
 }
@@ -132,6 +140,7 @@ pub fn init_plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<InitPlan, PlanE
         .filter(|p| !p.is_empty())
         .map(mounts::rootfs_propagation)
         .transpose()?;
+    let cgroup = cgroup::confine(linux.cgroups_path().as_deref(), id)?;
     let rootfs_plan = RootfsPlan {
         root: rootfs.to_path_buf(),
         readonly: spec
@@ -145,9 +154,11 @@ pub fn init_plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<InitPlan, PlanE
         masked: path_list("linux.maskedPaths", linux.masked_paths())?,
         readonly_paths: path_list("linux.readonlyPaths", linux.readonly_paths())?,
         sysctls: sysctls(linux.sysctl())?,
+        devices: devices::plan(linux.devices().as_deref().unwrap_or(&[]))?,
+        in_user_ns: namespaces.new_user,
+        cgroup_dir: Path::new(cgroup::CGROUP_ROOT).join(&cgroup),
     };
 
-    let cgroup = cgroup::confine(linux.cgroups_path().as_deref(), id)?;
     let resources = match linux.resources() {
         Some(res) => cgroup::resource_plan(res)?,
         None => ResourcePlan::default(),
@@ -156,12 +167,6 @@ pub fn init_plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<InitPlan, PlanE
     let mut ignored = resources.ignored.clone();
     if linux.seccomp().is_some() {
         ignored.push("linux.seccomp");
-    }
-    if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        ignored.push("linux.devices");
-    }
-    if spec.hooks().is_some() {
-        ignored.push("hooks");
     }
     if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
         ignored.push("LSM labels");
@@ -176,6 +181,12 @@ pub fn init_plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<InitPlan, PlanE
         process: process_setup(process, rootfs)?,
         cgroup,
         resources,
+        hooks: hooks::plan(
+            spec.hooks().as_ref(),
+            id,
+            rootfs,
+            spec.annotations().clone().unwrap_or_default(),
+        )?,
         ignored,
     })
 }

@@ -4,17 +4,19 @@
 //!
 //! Order: make every mount private (nothing leaks back to the agent), bind the rootfs onto
 //! itself (pivot_root needs a mount point), the spec's mounts in order, the default /dev
-//! entries when the spec gives /dev its own tmpfs, pivot_root; then, inside the new root,
+//! entries when the spec gives /dev its own tmpfs, the spec's devices, pivot_root; then, inside the new root,
 //! sysctls, masked paths, read-only paths, the read-only root and the rootfs propagation.
 
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{symlink, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::statvfs::FsFlags;
 
+use super::devices::{self, DevicePlan};
 use super::mounts::{
     resolve_in_root, MountPlan, MountSource, RealFs, DEFAULT_DEVICES, DEFAULT_DEV_LINKS,
 };
@@ -33,6 +35,12 @@ pub struct RootfsPlan {
     pub readonly_paths: Vec<PathBuf>,
     /// (path under /proc/sys, value).
     pub sysctls: Vec<(PathBuf, String)>,
+    /// `linux.devices`, made after the mounts (a /dev tmpfs among them).
+    pub devices: Vec<DevicePlan>,
+    /// The init is in a new user namespace, where mknod of a device is refused.
+    pub in_user_ns: bool,
+    /// The container's cgroup directory, bound where a cgroup2 mount is refused.
+    pub cgroup_dir: PathBuf,
 }
 
 /// mount(2) with plain Rust types.
@@ -74,15 +82,16 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), String> {
     )
     .map_err(|e| fail(format!("bind-mounting the rootfs {}", root.display()), e))?;
     for m in &plan.mounts {
-        mount_one(root, m)?;
+        mount_one(root, m, &plan.cgroup_dir)?;
     }
     if plan.default_devices {
         populate_dev(root)?;
     }
+    devices::create(root, &plan.devices, plan.in_user_ns)?;
     pivot(root)
 }
 
-fn mount_one(root: &Path, m: &MountPlan) -> Result<(), String> {
+fn mount_one(root: &Path, m: &MountPlan, cgroup_dir: &Path) -> Result<(), String> {
     let dest = resolve_in_root(root, &m.destination, &RealFs).map_err(|e| e.to_string())?;
     let shown = m.destination.display().to_string();
     let opts = &m.options;
@@ -110,14 +119,34 @@ fn mount_one(root: &Path, m: &MountPlan) -> Result<(), String> {
                 .map_err(|e| fail_io(format!("creating the mount point {shown}"), e))?;
             let data = opts.data_string();
             let data = (!data.is_empty()).then_some(data.as_str());
-            mount(
+            match mount(
                 Some(Path::new(source)),
                 &dest,
                 Some(fstype),
                 opts.flags,
                 data,
-            )
-            .map_err(|e| fail(format!("mounting {fstype} on {shown}"), e))?;
+            ) {
+                Ok(()) => {}
+                // A user namespace without a cgroup namespace of its own may not mount
+                // cgroup2 (runc's rootless template is one): the container's own cgroup
+                // directory is bound there instead, as runc does.
+                Err(nix::Error::EPERM | nix::Error::EBUSY) if fstype == "cgroup2" => {
+                    mount(
+                        Some(cgroup_dir),
+                        &dest,
+                        None,
+                        MsFlags::MS_BIND | MsFlags::MS_REC,
+                        None,
+                    )
+                    .map_err(|e| fail(format!("binding the container's cgroup on {shown}"), e))?;
+                    let extra = opts.flags & !MsFlags::MS_REMOUNT;
+                    if !extra.is_empty() {
+                        remount(&dest, extra, opts.cleared)
+                            .map_err(|e| fail(format!("remounting {shown}"), e))?;
+                    }
+                }
+                Err(e) => return Err(fail(format!("mounting {fstype} on {shown}"), e)),
+            }
         }
     }
     for propagation in &opts.propagation {
@@ -205,10 +234,19 @@ fn populate_dev(root: &Path) -> Result<(), String> {
 /// pivot_root(".", ".") then detaching the old root: no directory for the old root is
 /// needed in the image.
 fn pivot(root: &Path) -> Result<(), String> {
+    // The old root is reached through a descriptor: after pivot_root it is stacked over
+    // the new root at "/", and a path lookup of "." from the new root's directory would
+    // name the new root, whose mounts (and their propagation) must not change.
+    let old_root = fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open("/")
+        .map_err(|e| fail_io("opening the old root".into(), e))?;
     nix::unistd::chdir(root).map_err(|e| fail(format!("chdir to {}", root.display()), e))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| fail("pivot_root".into(), e))?;
-    // The old root is now stacked under the new one at ".": make sure unmounting it does
-    // not propagate anywhere, then detach it.
+    nix::unistd::fchdir(old_root.as_raw_fd())
+        .map_err(|e| fail("entering the old root".into(), e))?;
+    // Unmounting the old root must not propagate anywhere: a slave first, then detached.
     mount(
         None,
         Path::new("."),

@@ -49,6 +49,7 @@ use thiserror::Error;
 
 use super::caps::{self, CapsPlan};
 use super::command::{self, Command};
+use super::hooks::{self, GuestHooks};
 use super::namespaces::{clone_flag, proc_name, NamespacePlan};
 use super::rlimits::{self, Rlimit};
 use super::rootfs::{self, RootfsPlan};
@@ -106,6 +107,8 @@ pub struct InitSetup {
     pub rootfs: RootfsPlan,
     pub hostname: Option<String>,
     pub domainname: Option<String>,
+    /// createContainer and startContainer hooks, run by the init itself.
+    pub hooks: GuestHooks,
 }
 
 /// An exec: the container init's namespaces and root.
@@ -402,6 +405,9 @@ fn container_process(
                     crate::netdev::loopback_up()
                         .map_err(|e| format!("bringing up the loopback interface: {e}"))?;
                 }
+                // The init's PID as the agent sees it, for the hooks' state: /proc is
+                // still the agent's until pivot_root.
+                let pid = agent_side_pid()?;
                 rootfs::prepare(&init.rootfs)?;
                 if let Some(name) = &init.hostname {
                     nix::unistd::sethostname(name).map_err(|e| err("sethostname", e))?;
@@ -410,6 +416,10 @@ fn container_process(
                     set_domainname(name)?;
                 }
                 rootfs::finish(&init.rootfs)?;
+                if !init.hooks.create_container.is_empty() {
+                    let state = hooks::state(&init.hooks, "creating", pid)?;
+                    hooks::run("createContainer", &init.hooks.create_container, &state)?;
+                }
                 super::command::check_exists(&process.command)?;
                 sync::send(report, &Report::Ready);
                 if sync::wait_control(control) != Some(START) {
@@ -421,6 +431,10 @@ fn container_process(
                     let number = sync::read_terminal_number(control)
                         .ok_or("the agent sent START without the terminal's number")?;
                     crate::terminal::attach_slave(number)?;
+                }
+                if !init.hooks.start_container.is_empty() {
+                    let state = hooks::state(&init.hooks, "created", pid)?;
+                    hooks::run("startContainer", &init.hooks.start_container, &state)?;
                 }
             }
             Kind::Exec(exec) => {
@@ -440,6 +454,14 @@ fn container_process(
             Ok(never) => match never {},
         }
     })
+}
+
+/// This process's PID in the agent's PID namespace (it is 1 in its own).
+fn agent_side_pid() -> Result<i32, String> {
+    let link = std::fs::read_link("/proc/self").map_err(|e| format!("reading /proc/self: {e}"))?;
+    link.to_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("/proc/self points to {}", link.display()))
 }
 
 fn set_domainname(name: &str) -> Result<(), String> {

@@ -1,6 +1,7 @@
 //! `ward features`: what this runtime and its agent support, in the OCI features format.
-//! Only what the guest agent really applies is listed; what it ignores (seccomp, AppArmor,
-//! SELinux, hooks) is reported as not enabled.
+//! Only what ward really applies is listed: the hooks it runs (host and guest), the mount options the
+//! agent's parser applies; what it ignores (seccomp, AppArmor, SELinux) is reported as not
+//! enabled.
 
 use serde_json::json;
 
@@ -52,7 +53,7 @@ pub fn document() -> serde_json::Value {
     json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": oci_spec::runtime::Spec::default().version(),
-        "hooks": [],
+        "hooks": crate::hooks::ALL_STAGES,
         "mountOptions": MOUNT_OPTIONS,
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],

@@ -9,6 +9,7 @@ use slog::{info, warn};
 use crate::cli::CliError;
 use crate::container::lifecycle::{self, Prepared};
 use crate::container::{Context, LifecycleError, Status};
+use crate::hooks::Stage;
 use crate::relay::{self, Streams};
 
 pub fn execute(ctx: &Context, args: &liboci_cli::Run) -> Result<i32, CliError> {
@@ -45,6 +46,7 @@ pub fn execute(ctx: &Context, args: &liboci_cli::Run) -> Result<i32, CliError> {
         let sandbox_err = lifecycle::sandbox_err(id);
         let streams = Streams::open(&sandbox, id, "", terminal).map_err(sandbox_err)?;
         state.relay = ward_hypervisor::ProcessRecord::of("relay", std::process::id() as i32);
+        lifecycle::run_create_hooks(&state)?;
         state.status = Status::Created;
         if let Some(lock) = &lock {
             ctx.store.save(lock, &state)?;
@@ -60,6 +62,7 @@ pub fn execute(ctx: &Context, args: &liboci_cli::Run) -> Result<i32, CliError> {
         if let Some(lock) = lock.take() {
             ctx.store.save(&lock, &state)?;
         }
+        lifecycle::run_late_hooks(ctx, Stage::Poststart, &state);
         // Unlocked while the process runs, so that `delete --force` and friends can act.
         info!(ctx.log, "container running"; "container" => id,
               "since_run_ms" => started.elapsed().as_millis() as u64);
@@ -91,6 +94,12 @@ pub fn execute(ctx: &Context, args: &liboci_cli::Run) -> Result<i32, CliError> {
         // Someone deleted it while it ran: nothing left to remove.
         Err(crate::container::StoreError::NotFound(_)) => {}
         Err(e) => warn!(ctx.log, "locking the container for removal"; "error" => e.to_string()),
+    }
+    // The container is gone, as after `delete`; a create that failed before its hooks
+    // never existed for them.
+    let hook_failed = matches!(result, Err(LifecycleError::Hook { .. }));
+    if hook_failed || !matches!(state.status, Status::Creating) {
+        lifecycle::run_late_hooks(ctx, Stage::Poststop, &state);
     }
     Ok(result?)
 }

@@ -8,11 +8,12 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxNamespace, Mount, MountBuilder, Spec};
+use oci_spec::runtime::{Hooks, LinuxNamespace, Mount, MountBuilder, Spec};
 use thiserror::Error;
 
-/// Host bind sources that the guest has too: device nodes are the guest's own.
-const GUEST_OWNED_PREFIXES: [&str; 1] = ["/dev"];
+/// Host bind sources that the guest has too: device nodes and sysfs are the guest's own
+/// (the host's /sys describes the host's hardware, none of a VM's business).
+const GUEST_OWNED_PREFIXES: [&str; 2] = ["/dev", "/sys"];
 
 #[derive(Debug, Error)]
 pub enum GuestSpecError {
@@ -166,6 +167,17 @@ pub fn translate(
         spec.set_mounts(Some(rewritten));
     }
 
+    // The host runs the hooks of the runtime's namespace; only those of the container's
+    // namespaces concern the guest.
+    if let Some(hooks) = spec.hooks().clone() {
+        let mut guest_hooks = Hooks::default();
+        guest_hooks.set_create_container(hooks.create_container().clone());
+        guest_hooks.set_start_container(hooks.start_container().clone());
+        let any =
+            guest_hooks.create_container().is_some() || guest_hooks.start_container().is_some();
+        spec.set_hooks(any.then_some(guest_hooks));
+    }
+
     if let Some(linux) = spec.linux_mut() {
         if let Some(namespaces) = linux.namespaces().clone() {
             let unjoined: Vec<LinuxNamespace> = namespaces
@@ -221,6 +233,7 @@ mod tests {
                 {"destination": "/etc/hosts", "type": "bind", "source": "/var/lib/c/userdata/hosts", "options": ["bind", "rprivate"]},
                 {"destination": "/data", "source": "/srv/data", "options": ["rbind", "ro"]},
                 {"destination": "/dev/fuse", "type": "bind", "source": "/dev/fuse", "options": ["bind"]},
+                {"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "ro"]},
             ]),
             serde_json::json!([{"type": "mount"}]),
         );
@@ -239,6 +252,11 @@ mod tests {
             mounts[3].source().as_deref(),
             Some(Path::new("/dev/fuse")),
             "device binds stay the guest's"
+        );
+        assert_eq!(
+            mounts[4].source().as_deref(),
+            Some(Path::new("/sys")),
+            "so does sysfs"
         );
         assert_eq!(
             out.binds,
@@ -309,5 +327,29 @@ mod tests {
             .unwrap();
         assert!(namespaces.iter().all(|ns| ns.path().is_none()));
         assert_eq!(out.adjustments.unjoined_namespaces, vec!["network"]);
+    }
+
+    #[test]
+    fn only_the_container_namespace_hooks_reach_the_guest() {
+        let mut spec = spec_with(serde_json::json!([]), serde_json::json!([]));
+        let hooks: Hooks = serde_json::from_value(serde_json::json!({
+            "prestart": [{"path": "/bin/a"}], "poststop": [{"path": "/bin/b"}]
+        }))
+        .unwrap();
+        spec.set_hooks(Some(hooks));
+        assert!(translate(&spec, Path::new("/s"), host)
+            .unwrap()
+            .spec
+            .hooks()
+            .is_none());
+        let hooks: Hooks = serde_json::from_value(serde_json::json!({
+            "prestart": [{"path": "/bin/a"}], "startContainer": [{"path": "/bin/c"}]
+        }))
+        .unwrap();
+        spec.set_hooks(Some(hooks));
+        let guest = translate(&spec, Path::new("/s"), host).unwrap().spec;
+        let guest_hooks = guest.hooks().clone().unwrap();
+        assert!(guest_hooks.prestart().is_none());
+        assert_eq!(guest_hooks.start_container().as_ref().unwrap().len(), 1);
     }
 }

@@ -12,10 +12,11 @@ use ward_agent_protocol::agent::Storage;
 use ward_hypervisor::{ProcessRecord, SharedDir, SharedFs};
 
 use super::bundle::{Bundle, BundleError};
-use super::guest_spec;
 use super::state::{ContainerState, Status};
 use super::store::{ContainerLock, Store, StoreError};
+use super::{guest_spec, namespace_paths};
 use crate::config::Config;
+use crate::hooks::{self, Stage};
 use crate::sandbox::{shares, Agent, AgentError, Sandbox, SandboxError};
 
 /// The 9p tag of the container's root filesystem (9p tags are at most 31 bytes).
@@ -75,6 +76,18 @@ pub enum LifecycleError {
         id: String,
         #[source]
         source: super::guest_spec::GuestSpecError,
+    },
+    #[error("container \"{id}\": {source}")]
+    Hook {
+        id: String,
+        #[source]
+        source: crate::hooks::HookError,
+    },
+    #[error("container \"{id}\": {source}")]
+    NamespacePath {
+        id: String,
+        #[source]
+        source: super::namespace_paths::NamespacePathError,
     },
     #[error("container \"{id}\": {source}")]
     Share {
@@ -163,6 +176,17 @@ pub fn prepare(
         .and_then(|p| p.terminal())
         .unwrap_or(false);
     console.check(id, terminal)?;
+    let namespaces = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_deref());
+    namespace_paths::check(namespaces.unwrap_or(&[])).map_err(|source| {
+        LifecycleError::NamespacePath {
+            id: id.to_string(),
+            source,
+        }
+    })?;
     let lock = ctx.store.claim(id)?;
     let mut state = ContainerState {
         id: id.to_string(),
@@ -176,6 +200,7 @@ pub fn prepare(
         exec_relays: Vec::new(),
         exit_status: None,
         creator: ProcessRecord::of("ward", std::process::id() as i32),
+        hooks: bundle.spec.hooks().clone(),
     };
     let result = ctx
         .store
@@ -473,6 +498,7 @@ pub fn create(
     let finish = (|| {
         let relay = spawn_relay(ctx, id, None, console_socket)?;
         state.relay = Some(relay.clone());
+        run_create_hooks(&state)?;
         state.status = Status::Created;
         ctx.store.save(&lock, &state)?;
         write_pid_file(id, pid_file, relay.pid)
@@ -481,10 +507,42 @@ pub fn create(
         drop(sandbox);
         teardown(ctx, &state);
         let _ = ctx.store.remove(lock, id);
+        // A failed prestart or createRuntime hook destroys the container, and a
+        // destroyed container gets its poststop hooks.
+        if matches!(e, LifecycleError::Hook { .. }) {
+            run_late_hooks(ctx, Stage::Poststop, &state);
+        }
         return Err(e);
     }
     info!(ctx.log, "container created"; "container" => id);
     Ok(())
+}
+
+/// prestart then createRuntime: the container exists in its VM and its relay runs; a
+/// failure fails the create.
+pub fn run_create_hooks(state: &ContainerState) -> Result<(), LifecycleError> {
+    let Some(hooks) = &state.hooks else {
+        return Ok(());
+    };
+    let context = state.hook_context();
+    for stage in [Stage::Prestart, Stage::CreateRuntime] {
+        hooks::run_stage(stage, hooks, &context).map_err(|source| LifecycleError::Hook {
+            id: state.id.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// poststart or poststop: the container's life goes on (or has ended) whatever they do,
+/// so a failure is a warning.
+pub fn run_late_hooks(ctx: &Context, stage: Stage, state: &ContainerState) {
+    let Some(hooks) = &state.hooks else {
+        return;
+    };
+    if let Err(e) = hooks::run_stage(stage, hooks, &state.hook_context()) {
+        warn!(ctx.log, "hook failed"; "container" => &state.id, "error" => e.to_string());
+    }
 }
 
 /// Loads a container whose status is one of `allowed` and connects to its agent.
@@ -557,6 +615,7 @@ pub fn start(ctx: &Context, id: &str) -> Result<(), LifecycleError> {
     state.status = Status::Running;
     ctx.store.save(&lock, &state)?;
     info!(ctx.log, "container started"; "container" => id);
+    run_late_hooks(ctx, Stage::Poststart, &state);
     Ok(())
 }
 
@@ -639,6 +698,7 @@ pub fn delete(ctx: &Context, id: &str, force: bool) -> Result<(), LifecycleError
     teardown(ctx, &state);
     ctx.store.remove(lock, id)?;
     info!(ctx.log, "container deleted"; "container" => id);
+    run_late_hooks(ctx, Stage::Poststop, &state);
     Ok(())
 }
 

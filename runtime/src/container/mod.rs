@@ -2,6 +2,7 @@
 
 pub mod bundle;
 pub mod guest_spec;
+pub mod namespace_paths;
 pub mod state;
 pub mod store;
 

@@ -63,9 +63,23 @@ pub struct ContainerState {
     /// creating, a dead creator means the create crashed half-way.
     #[serde(default)]
     pub creator: Option<ProcessRecord>,
+    /// The spec's hooks, for the stages still to come (poststart, poststop) after the
+    /// bundle may have changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 impl ContainerState {
+    /// What the hooks are told about this container; `pid` is the relay's while it runs.
+    pub fn hook_context(&self) -> crate::hooks::HookContext {
+        crate::hooks::HookContext {
+            id: self.id.clone(),
+            pid: self.relay.as_ref().map(|r| r.pid),
+            bundle: self.bundle.clone(),
+            annotations: self.annotations.clone(),
+        }
+    }
+
     /// Every host process this container is made of: relays first, then the VM's.
     pub fn processes(&self) -> Vec<&ProcessRecord> {
         self.relay
@@ -139,6 +153,7 @@ mod tests {
             exec_relays: Vec::new(),
             exit_status: None,
             creator: None,
+            hooks: None,
         }
     }
 

@@ -238,6 +238,7 @@ mod tests {
             exec_relays: Vec::new(),
             exit_status: None,
             creator: None,
+            hooks: None,
         }
     }
 
