@@ -10,7 +10,7 @@ use ward_runtime::config::Config;
 use ward_runtime::container::store::Store;
 use ward_runtime::sandbox::Sandbox;
 
-use super::{exec, kill_and_delete, require_hardware_kvm, require_vmm, start_sleeper};
+use super::{exec, kill_and_delete, require_hardware_kvm, require_vmm, start_bundle};
 
 const MARKER: &[u8] = b"ward-hotplug-marker";
 
@@ -20,7 +20,18 @@ fn builtin_hotplug_onlines_vcpus_and_adds_and_removes_a_disk() {
     let ward = Ward::new();
     require_vmm(&ward);
     let config_path = ward.config_with("builtin.toml", "[hypervisor]\nbackend = \"builtin\"");
-    start_sleeper(&ward, &config_path, "hp");
+    // The container may use block devices: the hot-added disk gets a node of its own
+    // there (the device cgroup would refuse it otherwise, as it should).
+    let bundle = ward.bundle("hp", &["sleep", "100000"]);
+    let spec_path = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&spec_path).unwrap()).unwrap();
+    spec["linux"]["resources"]["devices"]
+        .as_array_mut()
+        .expect("the bundle has device rules")
+        .push(serde_json::json!({"allow": true, "type": "b", "access": "rwm"}));
+    std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    start_bundle(&ward, &config_path, "hp", &bundle);
     let config = Config::from_file(&config_path).expect("the test configuration");
     let state = Store::new(ward.root.clone())
         .load("hp")

@@ -43,9 +43,14 @@ fn require_vmm(ward: &Ward) {
     );
 }
 
-/// Creates and starts a container sleeping until killed, as engines do (create, start).
+/// Starts a container sleeping until killed (`run --detach`).
 fn start_sleeper(ward: &Ward, config: &Path, id: &str) {
     let bundle = ward.bundle(id, &["sleep", "100000"]);
+    start_bundle(ward, config, id, &bundle);
+}
+
+/// Starts the container of `bundle` with `run --detach`, asserting that it runs.
+fn start_bundle(ward: &Ward, config: &Path, id: &str, bundle: &Path) {
     let out = ward
         .command()
         .env("WARD_CONFIG", config)
