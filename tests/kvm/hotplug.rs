@@ -38,22 +38,30 @@ fn builtin_hotplug_onlines_vcpus_and_adds_and_removes_a_disk() {
         .expect("the container's state");
     let vm = state.vm.expect("a running container has a VM");
     let sandbox = Sandbox::attach(&config, vm).expect("attaching to the VM");
-    let agent = sandbox.agent().expect("the agent");
+    // A connection per call, as ward's own commands make: none stays open across the
+    // container's execs.
+    let agent = || sandbox.agent().expect("the agent");
+    let console = sandbox.vm.console_log.clone();
     let in_container = |args: &[&str]| {
         let (code, out, err) = exec(&ward, &config_path, "hp", args);
-        assert_eq!(code, Some(0), "exec {args:?}: {err}");
+        assert_eq!(
+            code,
+            Some(0),
+            "exec {args:?}: {err}\nthe guest console ends with:\n{}",
+            ward_hypervisor::console_tail(&console, 40)
+        );
         out
     };
     assert_eq!(in_container(&["nproc"]).trim(), "1");
 
     // vCPUs: the VMM adds one, the agent onlines it; the container sees it.
     let started = Instant::now();
-    let online = sandbox.set_vcpus(&agent, 2).expect("set_vcpus 2");
+    let online = sandbox.set_vcpus(&agent(), 2).expect("set_vcpus 2");
     let cpu_add = started.elapsed();
     assert_eq!(online, "0-1");
     assert_eq!(in_container(&["nproc"]).trim(), "2");
     let started = Instant::now();
-    let online = sandbox.set_vcpus(&agent, 1).expect("set_vcpus 1");
+    let online = sandbox.set_vcpus(&agent(), 1).expect("set_vcpus 1");
     let cpu_remove = started.elapsed();
     assert_eq!(online, "0");
     assert_eq!(in_container(&["nproc"]).trim(), "1");
@@ -70,7 +78,7 @@ fn builtin_hotplug_onlines_vcpus_and_adds_and_removes_a_disk() {
         read_only: false,
     };
     let started = Instant::now();
-    let info = sandbox.add_disk(&agent, &disk).expect("add_disk");
+    let info = sandbox.add_disk(&agent(), &disk).expect("add_disk");
     let disk_add = started.elapsed();
     assert_eq!(info.size_bytes, 8 << 20);
     let node = format!(
@@ -90,7 +98,7 @@ fn builtin_hotplug_onlines_vcpus_and_adds_and_removes_a_disk() {
     let block = info.path.trim_start_matches("/dev/").to_string();
     assert!(in_container(&["ls", "/sys/block"]).contains(&block));
     let started = Instant::now();
-    sandbox.remove_disk(&agent, "hot1").expect("remove_disk");
+    sandbox.remove_disk(&agent(), "hot1").expect("remove_disk");
     let disk_remove = started.elapsed();
     let listed = in_container(&["ls", "/sys/block"]);
     assert!(!listed.contains(&block), "{block} still there: {listed}");
@@ -101,6 +109,5 @@ fn builtin_hotplug_onlines_vcpus_and_adds_and_removes_a_disk() {
          vCPU remove {cpu_remove:?}, disk add until the guest has it {disk_add:?}, \
          disk release+eject {disk_remove:?}"
     );
-    drop(agent);
     kill_and_delete(&ward, &config_path, "hp");
 }
