@@ -3,7 +3,9 @@
 //! persisted `VmInstance`, so each short-lived `ward` command can pick the VM up again.
 
 pub mod agent;
+pub mod pod;
 pub mod shares;
+pub mod store;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
