@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::hooks::{self, Stage};
 use crate::sandbox::agent::NewContainer;
 use crate::sandbox::pod::Placement;
+use crate::sandbox::sizing;
 use crate::sandbox::store::{SandboxStore, SandboxStoreError};
 use crate::sandbox::{shares, Agent, AgentError, Sandbox, SandboxError};
 
@@ -320,10 +321,22 @@ fn boot(
                 host_path: sandboxes.shared_dir(&sandbox_id),
                 read_only: false,
             }];
+            let default = sizing::Size {
+                vcpus: ctx.config.guest.vcpus,
+                memory_mib: ctx.config.guest.memory_mib,
+            };
+            let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let size = sizing::size(
+                default,
+                &bundle.spec,
+                &state.annotations,
+                u32::try_from(host_cpus).unwrap_or(u32::MAX),
+            );
             let (sandbox, agent) = launch(
                 ctx,
                 &sandbox_id,
                 &sandboxes.vm_dir(&sandbox_id),
+                size,
                 shared,
                 |vm| {
                     // Recorded before anything else can fail, so a crash from here on
@@ -389,14 +402,22 @@ fn launch(
     ctx: &Context,
     sandbox_id: &str,
     run_dir: &Path,
+    size: sizing::Size,
     shared: Vec<SharedDir>,
     mut record: impl FnMut(&ward_hypervisor::VmInstance) -> Result<(), LifecycleError>,
 ) -> Result<(Sandbox, Agent), LifecycleError> {
     let timeout = Duration::from_secs(ctx.config.guest.boot_timeout_secs);
     let mut attempt = 1;
     loop {
-        let sandbox = Sandbox::launch(&ctx.config, sandbox_id, run_dir, shared.clone(), &ctx.log)
-            .map_err(sandbox_err(sandbox_id))?;
+        let sandbox = Sandbox::launch(
+            &ctx.config,
+            sandbox_id,
+            run_dir,
+            size,
+            shared.clone(),
+            &ctx.log,
+        )
+        .map_err(sandbox_err(sandbox_id))?;
         record(&sandbox.vm)?;
         match sandbox.wait_for_agent(timeout, &ctx.log) {
             Ok(agent) => return Ok((sandbox, agent)),
