@@ -7,5 +7,6 @@ pub mod boot;
 pub mod bus;
 pub mod config;
 pub mod devices;
+pub mod seccomp;
 pub mod vmm;
 pub mod vstate;

@@ -58,6 +58,9 @@ struct Cli {
     /// instructions KVM's emulator lacks (adds `noxsave clearcpuid=...`).
     #[arg(long)]
     emulated_ring0: bool,
+    /// Runs without the per-thread seccomp filters (for debugging a trap; never by ward).
+    #[arg(long)]
+    no_seccomp: bool,
     /// Log level on stderr: error, warning, info, debug.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -88,6 +91,14 @@ fn logger(level: &str) -> Logger {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log = logger(&cli.log_level);
+    if cli.no_seccomp {
+        slog::warn!(log, "seccomp filters are off (--no-seccomp)");
+    } else if let Err(e) = ward_vmm::seccomp::enable() {
+        // Fail closed: a VMM that cannot confine itself does not run a guest.
+        error!(log, "cannot set up the seccomp filters"; "error" => %e);
+        eprintln!("ward-vmm: {e}");
+        return ExitCode::FAILURE;
+    }
     let vsock = match (cli.vsock_cid, cli.vsock_uds) {
         (Some(cid), Some(uds)) => Some(VsockConfig { cid, uds }),
         _ => None,

@@ -26,6 +26,7 @@ use crate::devices::hotplug::cpu::{SelectorBlock, Shared, UnitState};
 use crate::devices::hotplug::ged::{Ged, GedNotifier};
 use crate::devices::legacy::{i8042::I8042, serial::SerialDevice};
 use crate::devices::virtio::GuestMem;
+use crate::seccomp::{self, ThreadClass};
 use crate::vstate::memory::{self, GuestRam};
 use crate::vstate::vcpu::{self, ExitReason, ExitSignal, Vcpu, VcpuContext, VcpuHandle};
 use crate::vstate::vm::{self, Vm};
@@ -52,6 +53,8 @@ pub enum Error {
     Api(#[from] api::Error),
     #[error(transparent)]
     Virtio(#[from] virtio::Error),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::Error),
     #[error("reading KVM's supported CPUID: {0}")]
     Cpuid(#[source] kvm_ioctls::Error),
     #[error("{vcpus} vCPUs requested, {max} at most (1 to 255, and no more than --max-vcpus)")]
@@ -419,6 +422,9 @@ impl Vmm {
         if let Some(path) = &self.api_path {
             self.api = Some(ApiServer::start(path, self.log.clone())?);
         }
+        // From here on the main thread only serves the loop below: confine it before any
+        // vCPU (which inherits its filter) runs guest code.
+        seccomp::enter(ThreadClass::Vmm)?;
         let epoll = Epoll::new().map_err(Error::io("creating the main epoll"))?;
         const EXIT: u64 = 1;
         const API: u64 = 2;

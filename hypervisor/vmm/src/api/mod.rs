@@ -27,6 +27,8 @@ pub enum Error {
     EventFd(#[source] std::io::Error),
     #[error("starting the API thread: {0}")]
     Spawn(#[source] std::io::Error),
+    #[error(transparent)]
+    Seccomp(crate::seccomp::Error),
 }
 
 /// The longest request line accepted.
@@ -62,10 +64,24 @@ impl ApiServer {
         let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?);
         let (tx, rx) = mpsc::channel();
         let thread_wake = wake.clone();
+        // The thread confines itself before it accepts anything, and says whether it could.
+        let (confined_tx, confined_rx) = mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("api".into())
-            .spawn(move || accept_loop(listener, tx, thread_wake, log))
+            .spawn(move || {
+                let confined = crate::seccomp::enter(crate::seccomp::ThreadClass::Api);
+                let ok = confined.is_ok();
+                let _ = confined_tx.send(confined);
+                if ok {
+                    accept_loop(listener, tx, thread_wake, log)
+                }
+            })
             .map_err(Error::Spawn)?;
+        match confined_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Seccomp(e)),
+            Err(_) => return Err(Error::Seccomp(crate::seccomp::Error::ThreadGone)),
+        }
         Ok(ApiServer {
             path: path.to_path_buf(),
             calls: rx,

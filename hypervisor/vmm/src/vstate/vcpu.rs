@@ -195,6 +195,13 @@ impl Vcpu {
     }
 
     fn run(mut self, ctx: VcpuContext, stop: Arc<AtomicBool>) -> Vcpu {
+        // Before the first KVM_RUN: the guest never runs on an unconfined vCPU thread.
+        if let Err(e) = crate::seccomp::enter(crate::seccomp::ThreadClass::Vcpu) {
+            error!(ctx.log, "cannot confine the vCPU thread"; "vcpu" => self.id, "error" => %e);
+            ctx.exit
+                .request(ExitReason::Error(format!("vCPU {}: {e}", self.id)));
+            return self;
+        }
         let run_ptr: *mut kvm_run = self.fd.get_kvm_run();
         KVM_RUN.with(|p| p.set(run_ptr));
         debug!(ctx.log, "vCPU thread started"; "vcpu" => self.id);

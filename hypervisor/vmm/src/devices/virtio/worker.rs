@@ -23,6 +23,8 @@ pub enum WorkerError {
     Device(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("device worker panicked")]
     Panicked,
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::Error),
 }
 
 /// The epoll set a handler adds its fds to.
@@ -125,6 +127,8 @@ impl Drop for Worker {
 }
 
 fn run<H: EventHandler>(poller: Poller, mut handler: H) -> Result<(), WorkerError> {
+    // Before the first guest request is read.
+    crate::seccomp::enter(crate::seccomp::ThreadClass::Worker).map_err(WorkerError::Seccomp)?;
     loop {
         let timeout = handler.timeout_ms();
         if !step(&poller, &mut handler, timeout)? {

@@ -1,0 +1,159 @@
+use super::*;
+
+#[test]
+fn every_class_compiles_to_a_bpf_program() {
+    for class in ThreadClass::ALL {
+        let program = class.program().unwrap_or_else(|e| panic!("{class:?}: {e}"));
+        // More than the architecture check and the default action.
+        assert!(
+            program.len() > 10,
+            "{class:?}: {} instructions",
+            program.len()
+        );
+    }
+    assert!(!no_clone3_program().expect("clone3 filter").is_empty());
+}
+
+/// A filter admits what the threads its thread creates need (they inherit it).
+#[test]
+fn parents_admit_their_childrens_calls() {
+    let vmm = ThreadClass::Vmm.rules().expect("vmm");
+    let vcpu = ThreadClass::Vcpu.rules().expect("vcpu");
+    let worker = ThreadClass::Worker.rules().expect("worker");
+    for (nr, _) in worker.0.iter() {
+        assert!(vcpu.mentions(*nr), "vCPU filter lacks worker call {nr}");
+    }
+    for (nr, _) in vcpu.0.iter() {
+        assert!(vmm.mentions(*nr), "VMM filter lacks vCPU call {nr}");
+    }
+}
+
+#[test]
+fn what_no_thread_may_do() {
+    for class in ThreadClass::ALL {
+        let r = class.rules().expect("rules");
+        for nr in [
+            libc::SYS_execve,
+            libc::SYS_execveat,
+            libc::SYS_fork,
+            libc::SYS_vfork,
+            libc::SYS_ptrace,
+            libc::SYS_mount,
+            libc::SYS_setuid,
+            libc::SYS_init_module,
+            libc::SYS_bpf,
+            libc::SYS_process_vm_writev,
+            libc::SYS_setns,
+            libc::SYS_unshare,
+        ] {
+            assert!(!r.mentions(nr), "{class:?} allows system call {nr}");
+        }
+        // Threads may be created, processes not: clone only with CLONE_THREAD.
+        assert!(
+            !r.allows_any_args(libc::SYS_clone),
+            "{class:?}: clone unrestricted"
+        );
+        // ioctl, socket and prctl are always restricted by argument.
+        assert!(!r.allows_any_args(libc::SYS_prctl), "{class:?}: any prctl");
+        assert!(!r.allows_any_args(libc::SYS_ioctl), "{class:?}: any ioctl");
+        assert!(
+            !r.allows_any_args(libc::SYS_socket),
+            "{class:?}: any socket"
+        );
+    }
+    let worker = ThreadClass::Worker.rules().expect("worker");
+    assert!(!worker.mentions(libc::SYS_openat), "workers open no files");
+    assert!(
+        !worker.mentions(libc::SYS_clone3),
+        "workers start no threads"
+    );
+    // What the VM's construction does once, before any filter: never again afterwards.
+    let vmm = ThreadClass::Vmm.rules().expect("vmm");
+    let ioctls = &vmm.0[&libc::SYS_ioctl];
+    let program = |rules: Vec<SeccompRule>| {
+        let mut map = BTreeMap::new();
+        map.insert(libc::SYS_ioctl, rules);
+        format!("{map:?}")
+    };
+    let allowed = program(ioctls.clone());
+    for request in [
+        kvm::KVM_CREATE_VM,
+        kvm::KVM_SET_USER_MEMORY_REGION,
+        kvm::KVM_CREATE_IRQCHIP,
+        kvm::KVM_SET_TSS_ADDR,
+        kvm::KVM_GET_SUPPORTED_CPUID,
+        kvm::KVM_GET_API_VERSION,
+        kvm::KVM_CHECK_EXTENSION,
+        kvm::KVM_SET_IDENTITY_MAP_ADDR,
+    ] {
+        assert!(
+            !allowed.contains(&format!("value: {request}")),
+            "the VMM thread may still make ioctl {request:#x}"
+        );
+    }
+    assert!(allowed.contains(&format!("value: {}", kvm::KVM_IRQFD)));
+    let api = ThreadClass::Api.rules().expect("api");
+    assert!(!api.mentions(libc::SYS_ioctl), "the API makes no ioctl");
+}
+
+/// In a forked child: the worker filter installed, an allowed call works, a forbidden one
+/// traps, and the SIGSYS handler names the class and the call on stderr and exits 159.
+#[test]
+fn a_forbidden_call_traps_with_a_message() {
+    let program = ThreadClass::Worker.program().expect("worker program");
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array it is given.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: the child only makes async-signal-safe calls (dup2, prctl, seccomp, a system
+    // call, write, _exit) and touches memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: in the child, see above; no Rust runtime state is relied upon.
+        unsafe {
+            libc::dup2(fds[1], 2);
+            if install_sigsys_handler().is_err() || seccompiler::apply_filter(&program).is_err() {
+                libc::_exit(2);
+            }
+            CLASS.with(|c| c.set(ThreadClass::Worker.name()));
+            if libc::syscall(libc::SYS_gettid) <= 0 {
+                libc::_exit(3);
+            }
+            // Not on the worker's list: traps.
+            libc::syscall(libc::SYS_getppid);
+            libc::_exit(4);
+        }
+    }
+    // SAFETY: closing our copy of the write end, so the read below sees EOF.
+    unsafe { libc::close(fds[1]) };
+    let mut status = 0;
+    // SAFETY: pid is our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    let mut out = vec![0u8; 512];
+    // SAFETY: out is a writable buffer of the given length.
+    let n = unsafe { libc::read(fds[0], out.as_mut_ptr().cast(), out.len()) };
+    // SAFETY: our read end.
+    unsafe { libc::close(fds[0]) };
+    let text = String::from_utf8_lossy(&out[..n.max(0) as usize]).to_string();
+    assert!(libc::WIFEXITED(status), "status {status:#x}");
+    assert_eq!(libc::WEXITSTATUS(status), SIGSYS_EXIT, "child said: {text}");
+    assert_eq!(
+        text,
+        format!(
+            "ward-vmm: seccomp: the device worker thread made system call {}, which its \
+             filter forbids; stopping the VM\n",
+            libc::SYS_getppid
+        )
+    );
+}
+
+#[test]
+fn the_message_buffer_formats_numbers() {
+    let mut line = Line::default();
+    line.push_int(0);
+    line.push(b" ");
+    line.push_int(-17);
+    line.push(b" ");
+    line.push_int(i64::MAX);
+    assert_eq!(&line.buf[..line.len], b"0 -17 9223372036854775807");
+}
