@@ -9,6 +9,7 @@ pub mod accel;
 pub mod builtin;
 pub mod config;
 mod detach;
+pub mod jail;
 pub mod process;
 pub mod qemu;
 mod runfiles;

@@ -8,6 +8,7 @@
 
 mod builtin;
 mod check;
+mod confinement;
 mod hotplug;
 mod qemu_kvm;
 

@@ -12,7 +12,7 @@ pub mod virtiofsd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::detach::{find_binary, spawn_detached, Program};
+use crate::detach::{find_binary, spawn_detached, Privileges, Program};
 use crate::runfiles;
 use crate::{
     Accel, BackendKind, BuiltinConfig, DiskSpec, Error, Hypervisor, ProcessRecord, Result,
@@ -84,7 +84,12 @@ impl Hypervisor for Builtin {
             virtiofsd::start_all(&self.config.virtiofsd, &vm.shared_dirs, &paths)?;
         let args = cmdline::vmm_args(vm, &paths, &fs_sockets);
         let started = (|| {
-            let program = Program::new("ward-vmm", &binary, &args, &paths.dir, &paths.vmm_log)?;
+            // No capabilities: ward-vmm opens only what root owns (/dev/kvm, its run
+            // directory, the guest assets, disk images ward created) and has no use for
+            // any privilege; with no_new_privs it could not regain one by exec either (its
+            // seccomp filters forbid exec outright).
+            let program = Program::new("ward-vmm", &binary, &args, &paths.dir, &paths.vmm_log)?
+                .privileges(Privileges::None);
             let pid = spawn_detached(&program)?;
             ProcessRecord::of("ward-vmm", pid).ok_or_else(|| vmm_died(&paths))
         })();

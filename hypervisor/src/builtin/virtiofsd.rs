@@ -5,13 +5,22 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::detach::{find_binary, spawn_detached, Program};
+use crate::detach::{find_binary, spawn_detached, Privileges, Program};
 use crate::{runfiles, Error, ProcessRecord, Result, SharedDir};
 
 use super::paths::RunPaths;
 
 /// How long virtiofsd may take to create its socket.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The capabilities virtiofsd's serving process gives up from its default set (issue 14).
+/// MKNOD: the guest cannot create device nodes in a host directory. SETFCAP: it cannot
+/// give a host file capabilities. SETUID and SETGID stay: virtiofsd switches its thread's
+/// effective uid and gid to the guest caller's to create a file as that caller, and
+/// without them every create by a non-root container user fails with EPERM. (Dropping
+/// SETUID would not stop setuid binaries either: chmod by the file's owner needs no
+/// capability; see issue 14's share item for that.)
+pub const MODCAPS: &str = "--modcaps=-mknod:-setfcap";
 
 /// virtiofsd's arguments for one directory.
 pub fn args(dir: &SharedDir, socket: &Path) -> Vec<std::ffi::OsString> {
@@ -26,6 +35,14 @@ pub fn args(dir: &SharedDir, socket: &Path) -> Vec<std::ffi::OsString> {
         "never".into(),
         // Bind mounts below the shared directory get their own inode numbers space.
         "--announce-submounts".into(),
+        // Its defaults, said out loud since ward relies on them: the serving process runs
+        // in new mount, PID and network namespaces with the shared directory as its root,
+        // under virtiofsd's seccomp filter (a forbidden call kills it).
+        "--sandbox".into(),
+        "namespace".into(),
+        "--seccomp".into(),
+        "kill".into(),
+        MODCAPS.into(),
     ];
     if dir.read_only {
         args.push("--readonly".into());
@@ -54,7 +71,10 @@ pub fn start_all(
         let socket = paths.fs_socket(n);
         let log = paths.fs_log(n);
         let started = (|| {
-            let program = Program::new("virtiofsd", &path, &args(dir, &socket), &paths.dir, &log)?;
+            // virtiofsd needs root's capabilities to build its sandbox and then keeps
+            // only its list (see MODCAPS); no_new_privs on top.
+            let program = Program::new("virtiofsd", &path, &args(dir, &socket), &paths.dir, &log)?
+                .privileges(Privileges::NoNewPrivs);
             let pid = spawn_detached(&program)?;
             let record = ProcessRecord::of("virtiofsd", pid)
                 .ok_or_else(|| runfiles::helper_died("virtiofsd", "exited at once", &log))?;
@@ -103,5 +123,11 @@ mod tests {
             ["--socket-path", "/s.sock", "--shared-dir", "/srv"]
         );
         assert!(args.contains(&"--readonly".to_string()));
+        let joined = args.join(" ");
+        assert!(
+            joined.contains("--sandbox namespace --seccomp kill"),
+            "{joined}"
+        );
+        assert!(args.contains(&"--modcaps=-mknod:-setfcap".to_string()));
     }
 }

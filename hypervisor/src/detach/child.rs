@@ -7,6 +7,8 @@ use std::os::fd::RawFd;
 
 use libc::{c_char, c_int};
 
+use crate::jail::Privileges;
+
 /// At most this many extra descriptors are handed to a program (as fds 3, 4, ...).
 pub const MAX_PASS: usize = 4;
 /// The parent moves every descriptor a child will rearrange to this number or above, and
@@ -26,6 +28,8 @@ pub struct ExecPlan {
     pub npass: usize,
     /// Where closing descriptors one by one stops when close_range(2) is missing.
     pub max_fd: RawFd,
+    /// What the program may keep of ward's privileges.
+    pub privileges: Privileges,
 }
 
 /// Executes `plan` in the current (forked) process. On failure the errno goes to
@@ -57,6 +61,9 @@ pub unsafe fn exec(plan: &ExecPlan, err_fd: RawFd) -> ! {
     let err_fd = target;
     close_range(err_fd + 1, RawFd::MAX, plan.max_fd);
     if libc::chdir(plan.cwd) < 0 {
+        fail(err_fd);
+    }
+    if !crate::jail::restrict(plan.privileges) {
         fail(err_fd);
     }
     libc::execve(plan.path, plan.argv, plan.envp);

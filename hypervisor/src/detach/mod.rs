@@ -26,6 +26,7 @@ use libc::c_char;
 
 pub use supervise::{spawn_supervised, Supervised};
 
+pub use crate::jail::Privileges;
 use crate::{Error, Result};
 use child::{ExecPlan, FIRST_SOURCE_FD, MAX_PASS};
 
@@ -42,6 +43,7 @@ pub struct Program {
     stdin: OwnedFd,
     output: OwnedFd,
     pass: Vec<OwnedFd>,
+    privileges: Privileges,
 }
 
 impl Program {
@@ -93,7 +95,14 @@ impl Program {
             stdin: high_fd(devnull.into())?,
             output: high_fd(output.into())?,
             pass: Vec::new(),
+            privileges: Privileges::Inherit,
         })
+    }
+
+    /// Runs the program with at most `privileges` (the default: ward's own).
+    pub fn privileges(mut self, privileges: Privileges) -> Program {
+        self.privileges = privileges;
+        self
     }
 
     /// Hands `fd` to the program as descriptor 3, the next one as 4, and so on.
@@ -127,6 +136,7 @@ impl Program {
             pass,
             npass: self.pass.len(),
             max_fd: max_fd(),
+            privileges: self.privileges,
         }
     }
 

@@ -15,6 +15,9 @@ use super::paths::RunPaths;
 /// `panic=-1` turn both a guest reboot and a guest panic into QEMU exiting.
 pub const BASE_KERNEL_PARAMS: &str = "console=ttyS0 reboot=t panic=-1 quiet";
 
+/// `-sandbox`: QEMU's seccomp filter with every optional deny set (QEMU 7.2 accepts all).
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
 /// The longest mount tag virtio-9p accepts.
 const MAX_TAG_LEN: usize = 31;
 
@@ -137,6 +140,11 @@ pub fn qemu_args(inputs: &Inputs) -> Vec<OsString> {
     args.plain(&["-name"]);
     args.opt(&[("guest=", OsStr::new(&vm.id))]);
     args.plain(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+    // QEMU's own seccomp filter, installed before the guest runs (issue 14): besides the
+    // base list, it refuses obsolete calls, any change of uid/gid or capabilities, fork
+    // and exec, and scheduler/affinity changes. ward opens whatever QEMU needs beforehand
+    // or passes it over the QMP socket, so QEMU never has to start a helper itself.
+    args.plain(&["-sandbox", SANDBOX]);
 
     args.plain(&["-accel"]);
     args.plain(&[match (inputs.accel, vm.vcpus) {

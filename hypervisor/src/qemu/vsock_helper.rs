@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::detach::{find_binary, spawn_supervised, Program, Supervised};
+use crate::detach::{find_binary, spawn_supervised, Privileges, Program, Supervised};
 use crate::{runfiles, Error, ProcessRecord, Result};
 
 use super::paths::RunPaths;
@@ -54,7 +54,9 @@ pub fn start(binary: &Path, paths: &RunPaths) -> Result<VsockHelper> {
         &args,
         &paths.dir,
         &paths.vsock_log,
-    )?;
+    )?
+    // It only moves bytes between sockets in ward's run directory: no privilege needed.
+    .privileges(Privileges::None);
     let supervised = spawn_supervised(&program)?;
     let helper = ProcessRecord::of("vhost-device-vsock", supervised.helper);
     let watcher = ProcessRecord::of("vsock-watcher", supervised.watcher);

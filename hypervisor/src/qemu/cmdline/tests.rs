@@ -63,6 +63,10 @@ fn microvm_tcg_with_vhost_user_vsock() {
         assert!(args.iter().any(|a| a == flag), "{flag} missing: {args:?}");
     }
     assert_eq!(values(&args, "-accel"), ["tcg"]);
+    assert_eq!(
+        values(&args, "-sandbox"),
+        ["on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
+    );
     assert_eq!(values(&args, "-cpu"), ["max"]);
     assert_eq!(values(&args, "-smp"), ["1"]);
     assert_eq!(values(&args, "-m"), ["256M"]);
