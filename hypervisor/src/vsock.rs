@@ -93,6 +93,54 @@ fn connect_kernel(cid: u32, port: u32) -> Result<VsockConnection> {
     Ok(VsockConnection(fd))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_line_within_the_limit_is_read_and_nothing_after_it() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut conn = VsockConnection::from(a);
+        b.write_all(b"OK\nrest").unwrap();
+        let line = conn.read_line_within(64, Duration::from_secs(5)).unwrap();
+        assert_eq!(line, b"OK\n");
+        let mut rest = [0u8; 4];
+        conn.read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"rest");
+    }
+
+    /// A silent peer and a trickling one both get TimedOut at the limit, not later.
+    #[test]
+    fn a_silent_or_trickling_peer_times_out_at_the_limit() {
+        let limit = Duration::from_millis(300);
+        let (a, _silent) = UnixStream::pair().unwrap();
+        let mut conn = VsockConnection::from(a);
+        let start = Instant::now();
+        let err = conn.read_line_within(64, limit).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(start.elapsed() < limit * 3, "took {:?}", start.elapsed());
+
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let trickler = std::thread::spawn(move || {
+            for _ in 0..40 {
+                if b.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let mut conn = VsockConnection::from(a);
+        let start = Instant::now();
+        let err = conn.read_line_within(1024, limit).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        let took = start.elapsed();
+        assert!(took >= limit && took < limit * 3, "took {took:?}");
+        drop(conn);
+        trickler.join().unwrap();
+    }
+}
+
 /// One connected stream to a guest port.
 #[derive(Debug)]
 pub struct VsockConnection(OwnedFd);
@@ -110,6 +158,68 @@ impl VsockConnection {
 
     pub fn into_fd(self) -> OwnedFd {
         self.0
+    }
+
+    /// Sets (or with `None` clears) the send and receive timeouts of the socket.
+    pub fn set_timeouts(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        use nix::sys::socket::{setsockopt, sockopt};
+        use nix::sys::time::TimeVal;
+        // A zero timeval means "no timeout" to the kernel: the smallest real one instead.
+        let tv = match timeout {
+            None => TimeVal::new(0, 0),
+            Some(t) => TimeVal::new(
+                t.as_secs() as libc::time_t,
+                (t.subsec_micros() as libc::suseconds_t).max(if t.as_secs() == 0 { 1 } else { 0 }),
+            ),
+        };
+        setsockopt(&self.0, sockopt::ReceiveTimeout, &tv).map_err(std::io::Error::from)?;
+        setsockopt(&self.0, sockopt::SendTimeout, &tv).map_err(std::io::Error::from)
+    }
+
+    /// Reads one line (newline included, at most `max` bytes) within `limit` in all, one
+    /// byte at a time so that nothing after it is consumed. A peer that says nothing, or
+    /// trickles bytes, gets `TimedOut` when the time is up (issue 14: every read of guest
+    /// data is bounded in size and time). The socket's timeouts are cleared afterwards.
+    pub fn read_line_within(&mut self, max: usize, limit: Duration) -> std::io::Result<Vec<u8>> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut line = Vec::with_capacity(64);
+        let result = loop {
+            if line.len() >= max || line.last() == Some(&b'\n') {
+                break Ok(());
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break Err(timed_out(limit));
+            }
+            if let Err(e) = self.set_timeouts(Some(left)) {
+                break Err(e);
+            }
+            let mut byte = [0u8; 1];
+            match self.read(&mut byte) {
+                Ok(0) => break Ok(()),
+                Ok(_) => line.push(byte[0]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    break Err(timed_out(limit))
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.set_timeouts(None)?;
+        result.map(|()| line)
+    }
+}
+
+fn timed_out(limit: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no complete line within {} s", limit.as_secs_f32()),
+    )
+}
+
+impl From<UnixStream> for VsockConnection {
+    fn from(stream: UnixStream) -> Self {
+        VsockConnection(OwnedFd::from(stream))
     }
 }
 

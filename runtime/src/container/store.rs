@@ -1,12 +1,17 @@
 //! Container state on disk, under `--root`: one directory per container holding
-//! `state.json` (replaced atomically: written to a temporary file, synced, renamed) and
-//! `lock` (flock'ed by every command that changes the container). The directory is created
-//! with mkdir, which is atomic, so two `create`s of one ID cannot both succeed. The VM's
-//! sockets, logs and shared directory are the sandbox's (sandbox/store.rs).
+//! `state.json` (0600, replaced atomically: written to a temporary file, synced, renamed).
+//! The directory is created with mkdir, which is atomic, so two `create`s of one ID cannot
+//! both succeed. The VM's sockets, logs and shared directory are the sandbox's
+//! (sandbox/store.rs).
+//!
+//! Every command that changes a container flocks `<id>~lock`, which lies beside the
+//! directory, not in it: it must outlive `delete`, or a command that opened the lock file
+//! of a directory being removed and one that creates the container again could each hold
+//! "the" lock. `~` is not allowed in IDs, so no container directory can take that name.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -74,6 +79,10 @@ impl Store {
         self.dir(id).join("state.json")
     }
 
+    fn lock_path(&self, id: &str) -> PathBuf {
+        self.root.join(format!("{id}~lock"))
+    }
+
     fn io(id: &str, action: &'static str, path: &Path, source: std::io::Error) -> StoreError {
         StoreError::Io {
             id: id.to_string(),
@@ -100,7 +109,7 @@ impl Store {
         Ok(ids)
     }
 
-    /// Claims `id`: creates its directory (failing if it exists) and locks it.
+    /// Claims `id`: locks it, then creates its directory (failing if it exists).
     pub fn claim(&self, id: &str) -> Result<ContainerLock, StoreError> {
         validate_id(id)?;
         fs::DirBuilder::new()
@@ -109,14 +118,18 @@ impl Store {
             .create(&self.root)
             .map_err(|e| Self::io(id, "creating root directory", &self.root, e))?;
         let dir = self.dir(id);
-        match fs::DirBuilder::new().mode(0o711).create(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StoreError::Exists(id.to_string()))
-            }
-            Err(e) => return Err(Self::io(id, "creating", &dir, e)),
+        // Without waiting for a lock that the existing container's holder may keep long.
+        if dir.exists() {
+            return Err(StoreError::Exists(id.to_string()));
         }
-        self.lock(id)
+        let lock = self.hold(id)?;
+        match fs::DirBuilder::new().mode(0o711).create(&dir) {
+            Ok(()) => Ok(lock),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(StoreError::Exists(id.to_string()))
+            }
+            Err(e) => Err(Self::io(id, "creating", &dir, e)),
+        }
     }
 
     /// Waits for exclusive use of an existing container.
@@ -126,22 +139,30 @@ impl Store {
         if !dir.is_dir() {
             return Err(StoreError::NotFound(id.to_string()));
         }
-        let path = dir.join("lock");
+        let lock = self.hold(id)?;
+        // The container may have been deleted while we waited for the lock.
+        if !dir.is_dir() {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        Ok(lock)
+    }
+
+    /// Flocks the lock file of `id` (created 0600 if missing), waiting for it.
+    fn hold(&self, id: &str) -> Result<ContainerLock, StoreError> {
+        let path = self.lock_path(id);
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| match e.kind() {
+                // The root itself is gone: so is every container in it.
                 std::io::ErrorKind::NotFound => StoreError::NotFound(id.to_string()),
                 _ => Self::io(id, "opening", &path, e),
             })?;
         let flock = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, errno)| Self::io(id, "locking", &path, errno.into()))?;
-        // The container may have been deleted while we waited for the lock.
-        if !dir.is_dir() {
-            return Err(StoreError::NotFound(id.to_string()));
-        }
         Ok(ContainerLock { _flock: flock })
     }
 
@@ -173,14 +194,22 @@ impl Store {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let mut file = File::create(&tmp).map_err(|e| Self::io(id, "creating", &tmp, e))?;
+        // 0600: the state names the bundle, the VM's processes and the guest's streams.
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Self::io(id, "creating", &tmp, e))?;
         file.write_all(&text)
             .and_then(|()| file.sync_all())
             .map_err(|e| Self::io(id, "writing", &tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| Self::io(id, "renaming into", &path, e))
     }
 
-    /// Removes the container's directory and everything in it.
+    /// Removes the container's directory and everything in it. The lock file stays (see
+    /// the module comment).
     pub fn remove(&self, _lock: ContainerLock, id: &str) -> Result<(), StoreError> {
         let dir = self.dir(id);
         // Removing recursively through a bind mount would delete the host's files.
@@ -244,6 +273,82 @@ mod tests {
         store.remove(lock, "c1").unwrap();
         assert!(matches!(store.load("c1"), Err(StoreError::NotFound(_))));
         assert!(matches!(store.lock("c1"), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn state_is_private_and_the_lock_outlives_delete() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::sync::mpsc;
+        use std::time::Duration;
+
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::new(root.path().join("ward"));
+        let lock = store.claim("c1").unwrap();
+        store.save(&lock, &sample("c1")).unwrap();
+        let mode = fs::metadata(store.state_path("c1"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "state.json mode {mode:o}");
+        let lock_mode = fs::metadata(store.lock_path("c1"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(lock_mode & 0o777, 0o600, "lock mode {lock_mode:o}");
+
+        // A command waiting for the lock while `delete` removes the directory, and a
+        // `create` of the same ID right after: never two holders at once.
+        let holders = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (done_tx, done_rx) = mpsc::channel();
+        let hold = |holders: &std::sync::atomic::AtomicUsize| {
+            use std::sync::atomic::Ordering;
+            assert_eq!(
+                holders.fetch_add(1, Ordering::SeqCst),
+                0,
+                "two lock holders"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+            holders.fetch_sub(1, Ordering::SeqCst);
+        };
+        let waiter = {
+            let (store, holders, done) = (store.clone(), holders.clone(), done_tx.clone());
+            std::thread::spawn(move || {
+                if let Ok(lock) = store.lock("c1") {
+                    hold(&holders);
+                    drop(lock);
+                }
+                done.send(()).unwrap();
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        // `delete`: the directory goes while the lock is still held.
+        fs::remove_dir_all(store.dir("c1")).unwrap();
+        assert!(
+            store.lock_path("c1").exists(),
+            "the lock went with the directory"
+        );
+        let creator = {
+            let (store, holders, done) = (store.clone(), holders.clone(), done_tx);
+            std::thread::spawn(move || {
+                let lock = store.claim("c1").expect("claiming c1 again");
+                hold(&holders);
+                drop(lock);
+                done.send(()).unwrap();
+            })
+        };
+        assert!(
+            done_rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "a command got the lock while delete held it"
+        );
+        drop(lock);
+        for _ in 0..2 {
+            done_rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("a command never got the lock");
+        }
+        waiter.join().unwrap();
+        creator.join().unwrap();
+        assert!(store.dir("c1").is_dir());
     }
 
     #[test]

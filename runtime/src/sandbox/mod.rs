@@ -33,6 +33,10 @@ const UNREACHABLE_AFTER: Duration = Duration::from_secs(15);
 /// How many console lines an error about a dead VM shows.
 const CONSOLE_TAIL_LINES: usize = 20;
 
+/// How long a stdio stream's handshake (header out, the agent's reply back) may take. The
+/// agent answers at once: the process exists or it does not.
+pub const STREAM_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Said once per VM started under TCG.
 const TCG_WARNING: &str = "the VM runs under TCG, not KVM: QEMU does not treat TCG as a \
      security boundary, so a guest that escapes its container may reach the host; set \
@@ -195,7 +199,8 @@ impl Sandbox {
         Ok(Agent::over(conn, Duration::from_secs(30))?)
     }
 
-    /// Opens one stdio stream of a guest process.
+    /// Opens one stdio stream of a guest process, the handshake within
+    /// [`STREAM_HANDSHAKE_TIMEOUT`].
     pub fn open_stream(
         &self,
         container_id: &str,
@@ -213,9 +218,13 @@ impl Sandbox {
             message,
         };
         let mut conn = self.hypervisor.connect(&self.vm, STREAM_VSOCK_PORT)?;
-        conn.write_all(header.encode().as_bytes())
+        // Bounded: a guest that never answers must not hold the caller (and the container
+        // lock it may hold) forever (issue 14).
+        conn.set_timeouts(Some(STREAM_HANDSHAKE_TIMEOUT))
+            .and_then(|()| conn.write_all(header.encode().as_bytes()))
             .map_err(|e| fail(format!("sending the header: {e}")))?;
-        let reply = stream::read_line(&mut conn, 1024)
+        let reply = conn
+            .read_line_within(stream::MAX_REPLY_LEN, STREAM_HANDSHAKE_TIMEOUT)
             .map_err(|e| fail(format!("reading the agent's reply: {e}")))?;
         stream::parse_reply(&reply).map_err(|e| fail(e.to_string()))?;
         Ok(conn)
