@@ -98,6 +98,25 @@ FUZZ_DIR := hypervisor/vmm
 FUZZ_TARGETS := vsock_packet block_request
 FUZZ_SECONDS ?= 60
 
+# Every fuzz target, FUZZ_SECONDS each (not part of CI; issue 14 asks for runs of 10 M
+# executions or more per target, e.g. FUZZ_SECONDS=1800). Each target's corpus lives in
+# <crate>/fuzz/corpus/<target>, seeded from <crate>/fuzz/seeds/<target>; a crash leaves its
+# input in <crate>/fuzz/artifacts/<target> and stops the run.
+FUZZ_ALL := hypervisor/vmm:vsock_packet hypervisor/vmm:block_request \
+	agent:spec_plan agent:process_setup agent:stream_header agent:stream_reply
+
+.PHONY: fuzz
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz || \
+		{ echo "fuzz: cannot install cargo-fuzz" >&2; exit 1; }
+	@for entry in $(FUZZ_ALL); do \
+		dir=$${entry%%:*}; t=$${entry#*:}; \
+		mkdir -p $$dir/fuzz/corpus/$$t || exit 1; \
+		echo "== fuzz: $$dir $$t for $(FUZZ_SECONDS)s"; \
+		(cd $$dir && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1) || exit 1; \
+	done
+
 .PHONY: fuzz-smoke
 fuzz-smoke:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz || \

@@ -11,19 +11,7 @@
 //! - `container`: the registry and everything about building and running containers;
 //! - `error`: how module errors become ttrpc statuses.
 
-mod container;
-mod error;
-mod hotplug;
-mod init;
-mod logging;
-mod netdev;
-mod options;
-mod process;
-mod reaper;
-mod server;
-mod stream;
-mod sysinfo;
-mod terminal;
+use ward_agent::{container, init, logging, options, server, stream};
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -33,8 +21,8 @@ use std::sync::Arc;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use slog::{info, o, warn, Logger};
 
-use crate::container::Containers;
-use crate::reaper::Reaper;
+use ward_agent::container::Containers;
+use ward_agent::reaper::Reaper;
 
 fn main() {
     // Before any thread exists, so that every thread inherits it: SIGCHLD is only ever
