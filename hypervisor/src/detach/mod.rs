@@ -15,6 +15,7 @@
 //! default signal dispositions, and its run directory as working directory.
 
 mod child;
+mod console;
 mod supervise;
 
 use std::ffi::{CString, OsStr};
@@ -24,6 +25,7 @@ use std::path::Path;
 
 use libc::c_char;
 
+pub use console::{spawn_console_keeper, CONSOLE_LOG_LIMIT};
 pub use supervise::{spawn_supervised, Supervised};
 
 pub use crate::jail::Privileges;

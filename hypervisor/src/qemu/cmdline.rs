@@ -95,7 +95,13 @@ pub struct Inputs<'a> {
     pub paths: &'a RunPaths,
     /// The host TSC frequency; a microvm guest under TCG cannot calibrate its own.
     pub tsc_khz: Option<u32>,
+    /// The descriptor (passed to QEMU) of the pipe to the console keeper, which caps the
+    /// console log (see `detach::console`); without one QEMU writes the log itself.
+    pub console_fd: Option<RawFd>,
 }
+
+/// The QEMU fd set that holds the console pipe.
+const CONSOLE_FDSET: u32 = 1;
 
 /// The guest kernel's command line.
 pub fn kernel_params(inputs: &Inputs) -> String {
@@ -182,9 +188,22 @@ pub fn qemu_args(inputs: &Inputs) -> Vec<OsString> {
     args.plain(&["-append", &kernel_params(inputs)]);
 
     // The console goes to a file from the first byte; the runtime shows its tail when
-    // the guest dies.
-    args.plain(&["-chardev"]);
-    args.opt(&[("file,id=console,path=", inputs.paths.console.as_os_str())]);
+    // the guest dies. Through the keeper's pipe when there is one: QEMU has no size limit.
+    match inputs.console_fd {
+        Some(fd) => {
+            args.plain(&["-add-fd", &format!("fd={fd},set={CONSOLE_FDSET}")]);
+            // append=on: without it QEMU truncates what it opens, and a pipe cannot be
+            // truncated (EINVAL).
+            args.plain(&[
+                "-chardev",
+                &format!("file,id=console,path=/dev/fdset/{CONSOLE_FDSET},append=on"),
+            ]);
+        }
+        None => {
+            args.plain(&["-chardev"]);
+            args.opt(&[("file,id=console,path=", inputs.paths.console.as_os_str())]);
+        }
+    }
     args.plain(&["-serial", "chardev:console"]);
     args.plain(&["-chardev"]);
     args.opt(&[

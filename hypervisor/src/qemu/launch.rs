@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::detach::{find_binary, spawn_detached, Program};
+use crate::detach::{
+    find_binary, spawn_console_keeper, spawn_detached, Program, CONSOLE_LOG_LIMIT,
+};
 use crate::runfiles;
 use crate::{
     BackendKind, Error, Hypervisor, ProcessRecord, Result, VmConfig, VmInstance, VsockEndpoint,
@@ -65,6 +67,10 @@ pub fn launch(qemu: &Qemu, vm: &VmConfig) -> Result<VmInstance> {
         }
     };
 
+    // The guest's console reaches its log through the keeper, which bounds it. The keeper
+    // ends by itself once QEMU (the pipe's only writer after the launch) is gone.
+    let keeper = spawn_console_keeper(&paths.console, CONSOLE_LOG_LIMIT)?;
+    let console_fd = FIRST_PASSED_FD + i32::from(vhost_fd.is_some());
     let args = cmdline::qemu_args(&Inputs {
         vm,
         machine,
@@ -72,6 +78,7 @@ pub fn launch(qemu: &Qemu, vm: &VmConfig) -> Result<VmInstance> {
         vsock: &device,
         paths: &paths,
         tsc_khz,
+        console_fd: Some(console_fd),
     });
     let mut program = Program::new("qemu", &binary, &args, &run_dir, &paths.qemu_log)?;
     if let Some(fd) = vhost_fd {
@@ -79,12 +86,17 @@ pub fn launch(qemu: &Qemu, vm: &VmConfig) -> Result<VmInstance> {
             return Err(Error::Config("vhost-vsock descriptor misnumbered".into()));
         }
     }
+    if program.pass_fd(keeper.writer)? != console_fd {
+        return Err(Error::Config("console descriptor misnumbered".into()));
+    }
     // From here on, an early return drops `helper`, and its watcher stops it.
     let pid = spawn_detached(&program)?;
     let Some(qemu_record) = ProcessRecord::of("qemu", pid) else {
         return Err(qemu_died(&paths));
     };
     let mut processes = vec![qemu_record.clone()];
+    // Ends with QEMU; recorded so that `delete --force` finds it whatever happened.
+    processes.extend(ProcessRecord::of("console", keeper.pid));
     if let Some(helper) = helper {
         processes.push(helper.helper);
         processes.push(helper.watcher);

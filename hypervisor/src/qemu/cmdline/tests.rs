@@ -36,6 +36,7 @@ fn args(vm: &VmConfig, machine: Machine, accel: Accel, vsock: &VsockDevice) -> V
         vsock,
         paths: &paths,
         tsc_khz: Some(2_000_000),
+        console_fd: None,
     })
     .into_iter()
     .map(|a| a.into_string().expect("utf-8"))
@@ -174,4 +175,28 @@ fn machine_names_and_validation() {
     let mut bad = vm();
     bad.vcpus = 0;
     assert!(validate(&bad).is_err());
+}
+
+#[test]
+fn the_console_goes_through_the_keepers_pipe_when_there_is_one() {
+    let vm = vm();
+    let paths = RunPaths::new(&vm.run_dir);
+    let args: Vec<String> = qemu_args(&Inputs {
+        vm: &vm,
+        machine: Machine::Microvm,
+        accel: Accel::Tcg,
+        vsock: &hybrid(),
+        paths: &paths,
+        tsc_khz: None,
+        console_fd: Some(4),
+    })
+    .into_iter()
+    .map(|a| a.into_string().expect("utf-8"))
+    .collect();
+    assert_eq!(values(&args, "-add-fd"), ["fd=4,set=1"]);
+    assert_eq!(
+        values(&args, "-chardev")[0],
+        "file,id=console,path=/dev/fdset/1,append=on"
+    );
+    assert_eq!(values(&args, "-serial"), ["chardev:console"]);
 }
