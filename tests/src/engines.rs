@@ -689,8 +689,8 @@ pub fn ward_processes_mentioning(needles: &[&str]) -> Vec<String> {
 }
 
 /// The host directory of sandbox `id` of `--root` `root` (its VM's sockets, console and
-/// shared directory): the helpers of its VM (vsock device, file server) name it on their
-/// command lines, QEMU names the sandbox ID.
+/// shared directory): the VMM and the helpers of its VM (vsock device, file server) name
+/// it on their command lines.
 pub fn sandbox_dir(root: &Path, id: &str) -> PathBuf {
     ward_runtime::sandbox::store::SandboxStore::new(root).dir(id)
 }
@@ -700,10 +700,9 @@ pub fn sandbox_dir(root: &Path, id: &str) -> PathBuf {
 pub fn assert_sandbox_gone(root: &Path, id: &str) {
     let dir = sandbox_dir(root, id);
     let dir_text = dir.to_string_lossy().into_owned();
-    let name = format!("guest={id}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let left = ward_processes_mentioning(&[&dir_text, &name]);
+        let left = ward_processes_mentioning(&[&dir_text]);
         if left.is_empty() && !dir.exists() {
             return;
         }
