@@ -722,3 +722,266 @@ pub fn assert_sandbox_gone(root: &Path, id: &str) {
 pub fn contracts_dir() -> PathBuf {
     repo_root().join("tests/contracts")
 }
+
+/// Debian's docker (docker.io 20.10), named by path: another docker may come first in PATH.
+pub const DOCKER: &str = "/usr/bin/docker";
+pub const DOCKERD: &str = "/usr/sbin/dockerd";
+
+/// Asserts what the docker tests need besides [`need_engines`]: Debian's docker 20.10.
+pub fn need_docker() {
+    need_engines();
+    need(
+        Path::new(DOCKER).exists() && Path::new(DOCKERD).exists(),
+        "Debian's docker at /usr/bin/docker and /usr/sbin/dockerd (apt-get install --no-install-recommends docker.io; tools/setup installs it)",
+    );
+    let version = Command::new(DOCKERD)
+        .arg("--version")
+        .output()
+        .map(|o| text(&o.stdout))
+        .unwrap_or_default();
+    need(
+        version.contains("version 20.10"),
+        &format!("dockerd 20.10 at {DOCKERD} (Debian's docker.io), found: {version:?}"),
+    );
+}
+
+const DOCKER_PREFIX: &str = "ward-e2e-docker-";
+
+/// A private dockerd, stopped and removed on drop with everything it started.
+///
+/// It has its own data root, exec root, pidfile, socket and daemon.json, and starts its own
+/// containerd under its exec root. It touches no host network: no bridge, no iptables, no
+/// IP forwarding or masquerading; containers run with `--network none`. Its one runtime
+/// besides runc is `ward`, run by the runc shim (io.containerd.runc.v2) as its runc binary,
+/// with `--config` from `runtimeArgs` (dockerd writes a wrapper script for that).
+pub struct Docker {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    /// The docker CLI's own configuration directory (no host contexts or credentials).
+    pub client_config: PathBuf,
+    /// The runtime that `--runtime ward` runs.
+    pub runtime: PathBuf,
+    daemon: Child,
+}
+
+/// Serializes the start of private dockerds (as [`CONTAINERD_START`] does for containerd).
+static DOCKER_START: Mutex<()> = Mutex::new(());
+
+impl Docker {
+    /// Starts a private dockerd whose runtime `ward` is `runtime` with `runtime_args`, and
+    /// loads the test image into it.
+    pub fn start(runtime: &Path, runtime_args: &[String]) -> Docker {
+        need_docker();
+        let store = PodmanStore::get();
+        let _guard = DOCKER_START.lock().unwrap_or_else(|e| e.into_inner());
+        remove_stale(DOCKER_PREFIX);
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = PathBuf::from(format!("/tmp/{DOCKER_PREFIX}{}-{n}", std::process::id()));
+        remove_tree(&dir);
+        std::fs::create_dir_all(&dir).expect("docker test directory");
+        let socket = dir.join("docker.sock");
+        let client_config = dir.join("client");
+        std::fs::create_dir_all(&client_config).expect("docker client configuration");
+        let config = dir.join("daemon.json");
+        // The trust key too lives here, not in /etc/docker.
+        let daemon_json = serde_json::json!({
+            "deprecated-key-path": dir.join("key.json"),
+            "runtimes": {
+                "ward": {
+                    "path": runtime,
+                    "runtimeArgs": runtime_args,
+                }
+            }
+        });
+        std::fs::write(&config, daemon_json.to_string()).expect("daemon.json");
+        let log = std::fs::File::create(dir.join("dockerd.log")).expect("dockerd log");
+        let mut command = Command::new(DOCKERD);
+        command
+            .arg("--config-file")
+            .arg(&config)
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", socket.display()))
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--userland-proxy=false",
+                "--storage-driver=vfs",
+                "--log-level=debug",
+            ])
+            .env_remove("DOCKER_HOST")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        let daemon = command.spawn().expect("starting dockerd");
+        let docker = Docker {
+            dir,
+            socket,
+            client_config,
+            runtime: runtime.to_path_buf(),
+            daemon,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if docker.socket.exists() && docker.docker(&["version"]).status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not answer on {} within 60 s; its log: {}",
+                docker.socket.display(),
+                docker.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // docker 20.10 loads docker archives (not OCI ones): the image saved again as one.
+        let archive = docker.dir.join("image-docker.tar");
+        let mut save = store.podman_base();
+        save.args(["save", "--format", "docker-archive", "-o"])
+            .arg(&archive)
+            .arg(IMAGE);
+        check(
+            &output(save, "podman save"),
+            "podman save --format docker-archive",
+        );
+        docker.ok(&["load", "--input", archive.to_str().expect("UTF-8 path")]);
+        docker
+    }
+
+    /// A private dockerd running ward (from [`crate::Ward`]) as runtime `ward`.
+    pub fn with_ward(ward: &crate::Ward) -> Docker {
+        let config = absolute(&ward.config);
+        Docker::start(
+            &absolute(&ward.bin),
+            &[format!("--config={}", config.display())],
+        )
+    }
+
+    /// The last 30 lines of dockerd's log (and of its containerd's, which it copies) that
+    /// are not debug messages.
+    pub fn log(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|l| !l.contains("level=debug")).collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// `docker` talking to this daemon.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(DOCKER);
+        command
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .arg("--config")
+            .arg(&self.client_config)
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()));
+        command
+    }
+
+    /// Runs `docker ARGS` to completion with stdin closed.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        let mut command = self.command();
+        command.args(args);
+        output(command, &format!("docker {}", args.join(" ")))
+    }
+
+    /// Runs `docker ARGS`, asserting success; returns its stdout, trimmed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        check(&out, &format!("docker {}", args.join(" ")));
+        text(&out.stdout).trim().to_string()
+    }
+
+    /// `docker run --runtime ward --network none OPTS IMAGE ARGS`.
+    pub fn run(&self, opts: &[&str], args: &[&str]) -> Output {
+        let mut command = self.command();
+        command
+            .args(["run", "--runtime", "ward", "--network", "none"])
+            .args(opts)
+            .arg(IMAGE)
+            .args(args);
+        output(command, "docker run")
+    }
+
+    /// `docker inspect --format FORMAT NAME`.
+    pub fn inspect(&self, name: &str, format: &str) -> String {
+        self.ok(&["inspect", "--format", format, name])
+    }
+
+    /// Polls `{{.State.Status}}` until it is `want`.
+    pub fn wait_status(&self, name: &str, want: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.inspect(name, "{{.State.Status}}");
+            if status == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "docker container {name} did not become {want} within {timeout:?}: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The directory the runc shim passes to the runtime as `--root`: dockerd 20.10's
+    /// `<exec-root>/runtime-runc` for every runtime, then the containerd namespace `moby`.
+    pub fn runtime_root(&self) -> PathBuf {
+        self.dir.join("exec/runtime-runc/moby")
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        // Containers a failed test left: removed through docker first.
+        if let Ok(out) = self.command().args(["ps", "--all", "--quiet"]).output() {
+            for id in text(&out.stdout).split_whitespace() {
+                let _ = self.command().args(["rm", "--force", id]).output();
+            }
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.daemon.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.daemon.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        // Whatever the runtime still holds in the shim's runtime root.
+        let root = self.runtime_root();
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                let _ = Command::new(&self.runtime)
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force"])
+                    .arg(entry.file_name())
+                    .stdin(Stdio::null())
+                    .output();
+            }
+        }
+        // dockerd's containerd and the shims name the private directory on their command
+        // lines; they outlive dockerd when it dies uncleanly.
+        for pid in pids_mentioning(&self.dir.to_string_lossy()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        remove_tree(&self.dir);
+    }
+}
