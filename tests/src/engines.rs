@@ -985,3 +985,270 @@ impl Drop for Docker {
         remove_tree(&self.dir);
     }
 }
+
+/// The pause image of the CRI tests: a static catatonit as `catatonit -P` (pause mode).
+pub const PAUSE_IMAGE: &str = "localhost/ward-pause:test";
+
+/// The CRI runtime handler that runs ward: containerd's `runtime_type` for it names ward's
+/// shim (`containerd-shim-ward-v2`, found next to the ward binary).
+pub const WARD_HANDLER: &str = "ward";
+/// The CRI runtime handler of the baseline: runc through containerd's runc shim.
+pub const RUNC_HANDLER: &str = "runc";
+
+/// Asserts what the CRI tests need besides [`need_engines`].
+pub fn need_cri() {
+    need_engines();
+    need(
+        Path::new("/usr/bin/catatonit").exists(),
+        "/usr/bin/catatonit, the pause image's process (apt-get install catatonit; tools/setup installs it)",
+    );
+    for plugin in ["bridge", "host-local", "loopback"] {
+        need(
+            Path::new("/usr/lib/cni").join(plugin).exists(),
+            &format!("the CNI plugin /usr/lib/cni/{plugin} (apt-get install containernetworking-plugins)"),
+        );
+    }
+    for (binary, package) in [("unshare", "util-linux"), ("ip", "iproute2")] {
+        need(
+            which(binary),
+            &format!("{binary} in PATH (apt-get install {package})"),
+        );
+    }
+}
+
+/// The pause image as an OCI archive, made once per test binary in the podman storage.
+fn pause_archive() -> &'static Path {
+    static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
+    ARCHIVE.get_or_init(|| {
+        let store = PodmanStore::get();
+        let dir = store.dir.join("pause");
+        let rootfs = dir.join("rootfs");
+        std::fs::create_dir_all(&rootfs).expect("pause image directory");
+        std::fs::copy("/usr/bin/catatonit", rootfs.join("catatonit")).expect("copying catatonit");
+        let tar = dir.join("rootfs.tar");
+        let mut command = Command::new("tar");
+        command.arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg(".");
+        check(&output(command, "tar"), "tar of the pause image");
+        let mut import = store.podman_base();
+        import
+            .args(["import", "--change", r#"ENTRYPOINT ["/catatonit", "-P"]"#])
+            .arg(&tar)
+            .arg(PAUSE_IMAGE);
+        check(&output(import, "podman import"), "podman import (pause)");
+        let archive = dir.join("pause.tar");
+        let mut save = store.podman_base();
+        save.args(["save", "--format", "oci-archive", "-o"])
+            .arg(&archive)
+            .arg(PAUSE_IMAGE);
+        check(&output(save, "podman save"), "podman save (pause)");
+        archive
+    })
+}
+
+const CRI_PREFIX: &str = "ward-e2e-cri-";
+
+/// A private containerd with its CRI plugin, stopped and removed on drop with everything it
+/// started.
+///
+/// It runs in a network namespace of its own (with only loopback up), so the CNI bridge it
+/// makes for pods, the pods' addresses and its stream server stay out of the host's network.
+/// Its CNI configuration (a bridge on a private subnet, host-local addresses kept under its
+/// directory) and its pods' network namespaces (`netns_mounts_under_state_dir`) live under
+/// its directory too. Runtime handlers: `runc` (the runc shim, with its own runc root) and,
+/// when given a ward, `ward` (ward's shim, with WARD_CONFIG in containerd's environment).
+/// The busybox image and the pause image are imported into its `k8s.io` namespace.
+pub struct CriContainerd {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    daemon: Child,
+}
+
+impl CriContainerd {
+    /// The containerd namespace of CRI.
+    pub const NAMESPACE: &'static str = "k8s.io";
+
+    pub fn start(ward: Option<&crate::Ward>) -> CriContainerd {
+        need_cri();
+        let store = PodmanStore::get();
+        let pause = pause_archive();
+        let _guard = CONTAINERD_START.lock().unwrap_or_else(|e| e.into_inner());
+        remove_stale(CRI_PREFIX);
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = PathBuf::from(format!("/tmp/{CRI_PREFIX}{}-{n}", std::process::id()));
+        remove_tree(&dir);
+        let cni = dir.join("cni");
+        std::fs::create_dir_all(&cni).expect("CNI configuration directory");
+        let conflist = serde_json::json!({
+            "cniVersion": "0.4.0",
+            "name": "ward-e2e",
+            "plugins": [{
+                "type": "bridge",
+                "bridge": "wardcri0",
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": "10.231.0.0/24"}]],
+                    "dataDir": dir.join("cni-ipam"),
+                },
+            }],
+        });
+        std::fs::write(cni.join("10-ward-e2e.conflist"), conflist.to_string())
+            .expect("CNI configuration");
+
+        let socket = dir.join("containerd.sock");
+        let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
+        let mut config = format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+             [grpc]\n  address = \"{socket}\"\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{opt}\"\n\
+             [{cri}]\n  sandbox_image = \"{PAUSE_IMAGE}\"\n  netns_mounts_under_state_dir = true\n  \
+             stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n  \
+             disable_apparmor = true\n  restrict_oom_score_adj = true\n\
+             [{cri}.cni]\n  bin_dir = \"/usr/lib/cni\"\n  conf_dir = \"{cni}\"\n  max_conf_num = 1\n\
+             [{cri}.containerd]\n  default_runtime_name = \"{RUNC_HANDLER}\"\n  snapshotter = \"overlayfs\"\n\
+             [{cri}.containerd.runtimes.{RUNC_HANDLER}]\n  runtime_type = \"io.containerd.runc.v2\"\n\
+             [{cri}.containerd.runtimes.{RUNC_HANDLER}.options]\n  Root = \"{runc_root}\"\n",
+            root = dir.join("root").display(),
+            state = dir.join("state").display(),
+            socket = socket.display(),
+            opt = dir.join("opt").display(),
+            cni = cni.display(),
+            runc_root = dir.join("runc").display(),
+        );
+        let mut env: Vec<(&str, PathBuf)> = Vec::new();
+        if let Some(ward) = ward {
+            let shim = absolute(&ward.bin)
+                .parent()
+                .expect("the ward binary's directory")
+                .join("containerd-shim-ward-v2");
+            need(
+                shim.exists(),
+                &format!(
+                    "ward's shim {} (built with ward: `make build`)",
+                    shim.display()
+                ),
+            );
+            config.push_str(&format!(
+                "[{cri}.containerd.runtimes.{WARD_HANDLER}]\n  runtime_type = \"io.containerd.ward.v2\"\n  \
+                 runtime_path = \"{}\"\n",
+                shim.display()
+            ));
+            env.push(("WARD_CONFIG", absolute(&ward.config)));
+        }
+        let config_path = dir.join("config.toml");
+        std::fs::write(&config_path, config).expect("containerd configuration");
+        let log = std::fs::File::create(dir.join("containerd.log")).expect("containerd log");
+        // A network namespace of its own, loopback up; containerd is exec'd, so the child's
+        // PID is containerd's.
+        let mut command = Command::new("unshare");
+        command
+            .args([
+                "--net",
+                "--",
+                "sh",
+                "-c",
+                "ip link set lo up && exec containerd --config \"$0\"",
+            ])
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for (k, v) in &env {
+            command.env(k, v);
+        }
+        let daemon = command.spawn().expect("starting containerd");
+        let containerd = CriContainerd {
+            dir,
+            socket,
+            daemon,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if containerd.socket.exists() && containerd.ctr(&["version"]).status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd (CRI) did not answer on {} within 30 s; its log: {}",
+                containerd.socket.display(),
+                containerd.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for (archive, base) in [
+            (store.archive.as_path(), "localhost/ward-busybox"),
+            (pause, "localhost/ward-pause"),
+        ] {
+            let out = containerd.ctr(&[
+                "images",
+                "import",
+                "--base-name",
+                base,
+                "--digests",
+                archive.to_str().expect("UTF-8 path"),
+            ]);
+            check(&out, "ctr images import");
+        }
+        containerd
+    }
+
+    /// The last 40 lines of containerd's log.
+    pub fn log(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Runs `ctr ARGS` against this daemon in CRI's namespace, to completion.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        let mut command = Command::new("ctr");
+        command
+            .arg("--address")
+            .arg(&self.socket)
+            .arg("--namespace")
+            .arg(Self::NAMESPACE)
+            .args(args);
+        output(command, &format!("ctr {}", args.join(" ")))
+    }
+}
+
+impl Drop for CriContainerd {
+    fn drop(&mut self) {
+        // What a failed test left: tasks killed and deleted through containerd (each shim
+        // ends its VM or containers), then containers removed.
+        let tasks = text(&self.ctr(&["task", "ls", "--quiet"]).stdout);
+        for id in tasks.split_whitespace() {
+            let _ = self.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
+        }
+        for id in tasks.split_whitespace() {
+            let _ = self.ctr(&["task", "delete", "--force", id]);
+        }
+        let containers = text(&self.ctr(&["container", "ls", "--quiet"]).stdout);
+        for id in containers.split_whitespace() {
+            let _ = self.ctr(&["container", "rm", id]);
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.daemon.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.daemon.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        // Shims name containerd's socket on their command line.
+        for pid in pids_mentioning(&self.socket.to_string_lossy()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        remove_tree(&self.dir);
+    }
+}
