@@ -1055,7 +1055,8 @@ const CRI_PREFIX: &str = "ward-e2e-cri-";
 /// Its CNI configuration (a bridge on a private subnet, host-local addresses kept under its
 /// directory) and its pods' network namespaces (`netns_mounts_under_state_dir`) live under
 /// its directory too. Runtime handlers: `runc` (the runc shim, with its own runc root) and,
-/// when given a ward, `ward` (ward's shim, with WARD_CONFIG in containerd's environment).
+/// when given a ward, `ward` (ward's shim, next to the ward binary, with the ward's
+/// configuration as the runtime's `ConfigPath` option).
 /// The busybox image and the pause image are imported into its `k8s.io` namespace.
 pub struct CriContainerd {
     pub dir: PathBuf,
@@ -1117,7 +1118,6 @@ impl CriContainerd {
             cni = cni.display(),
             runc_root = dir.join("runc").display(),
         );
-        let mut env: Vec<(&str, PathBuf)> = Vec::new();
         if let Some(ward) = ward {
             let shim = absolute(&ward.bin)
                 .parent()
@@ -1130,12 +1130,15 @@ impl CriContainerd {
                     shim.display()
                 ),
             );
+            // ward's configuration as a kubelet's node would name it: the runtime's
+            // ConfigPath option, which containerd hands to the shim.
             config.push_str(&format!(
                 "[{cri}.containerd.runtimes.{WARD_HANDLER}]\n  runtime_type = \"io.containerd.ward.v2\"\n  \
-                 runtime_path = \"{}\"\n",
-                shim.display()
+                 runtime_path = \"{}\"\n\
+                 [{cri}.containerd.runtimes.{WARD_HANDLER}.options]\n  ConfigPath = \"{}\"\n",
+                shim.display(),
+                absolute(&ward.config).display()
             ));
-            env.push(("WARD_CONFIG", absolute(&ward.config)));
         }
         let config_path = dir.join("config.toml");
         std::fs::write(&config_path, config).expect("containerd configuration");
@@ -1155,9 +1158,8 @@ impl CriContainerd {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        for (k, v) in &env {
-            command.env(k, v);
-        }
+        // The test's own WARD_CONFIG stays out: the shim reads the runtime's ConfigPath.
+        command.env_remove("WARD_CONFIG");
         let daemon = command.spawn().expect("starting containerd");
         let containerd = CriContainerd {
             dir,
