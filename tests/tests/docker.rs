@@ -8,6 +8,11 @@
 //! the exec root here (/tmp/ward-e2e-docker-<pid>-<n>/exec) is deeper than docker's default
 //! (/var/run/docker), so these tests also hold ward to its rule that no path it builds
 //! depends on the depth of `--root` or the length of an ID.
+//!
+//! Not covered: docker with ward's own shim (runtime type io.containerd.ward.v2). docker
+//! 20.10 cannot name one: its daemon.json runtimes have only `path` and `runtimeArgs`
+//! (`runtimeType` came with docker 23), and `--runtime` takes only configured names.
+//! containerd drives that shim in tests/tests/shim_v2.rs and tests/tests/cri.rs.
 
 use std::time::{Duration, Instant};
 
