@@ -1055,8 +1055,9 @@ const CRI_PREFIX: &str = "ward-e2e-cri-";
 /// Its CNI configuration (a bridge on a private subnet, host-local addresses kept under its
 /// directory) and its pods' network namespaces (`netns_mounts_under_state_dir`) live under
 /// its directory too. Runtime handlers: `runc` (the runc shim, with its own runc root) and,
-/// when given a ward, `ward` (ward's shim, next to the ward binary, with the ward's
-/// configuration as the runtime's `ConfigPath` option).
+/// when given a ward, `ward` (ward's shim, found next to the ward binary through
+/// containerd's PATH, with the ward's configuration as the runtime's `ConfigPath` option
+/// and as WARD_CONFIG in containerd's environment).
 /// The busybox image and the pause image are imported into its `k8s.io` namespace.
 pub struct CriContainerd {
     pub dir: PathBuf,
@@ -1100,6 +1101,7 @@ impl CriContainerd {
 
         let socket = dir.join("containerd.sock");
         let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
+        let mut path = None;
         let mut config = format!(
             "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
              [grpc]\n  address = \"{socket}\"\n\
@@ -1133,12 +1135,18 @@ impl CriContainerd {
             // ward's configuration as a kubelet's node would name it: the runtime's
             // ConfigPath option, which containerd hands to the shim.
             config.push_str(&format!(
-                "[{cri}.containerd.runtimes.{WARD_HANDLER}]\n  runtime_type = \"io.containerd.ward.v2\"\n  \
-                 runtime_path = \"{}\"\n\
+                "[{cri}.containerd.runtimes.{WARD_HANDLER}]\n  runtime_type = \"io.containerd.ward.v2\"\n\
                  [{cri}.containerd.runtimes.{WARD_HANDLER}.options]\n  ConfigPath = \"{}\"\n",
-                shim.display(),
                 absolute(&ward.config).display()
             ));
+            // containerd 1.6 finds a shim by its runtime type's binary name in its PATH
+            // (its runtime_path setting does not reach the shim's start).
+            let dir = shim.parent().expect("the shim's directory").to_path_buf();
+            let mut paths = vec![dir];
+            paths.extend(std::env::split_paths(
+                &std::env::var_os("PATH").unwrap_or_default(),
+            ));
+            path = Some(std::env::join_paths(paths).expect("PATH"));
         }
         let config_path = dir.join("config.toml");
         std::fs::write(&config_path, config).expect("containerd configuration");
@@ -1158,8 +1166,15 @@ impl CriContainerd {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        // The test's own WARD_CONFIG stays out: the shim reads the runtime's ConfigPath.
+        // ward's configuration also in the environment the shim inherits, where the runc
+        // shim's ward finds it; both name the same file.
         command.env_remove("WARD_CONFIG");
+        if let Some(ward) = ward {
+            command.env("WARD_CONFIG", absolute(&ward.config));
+        }
+        if let Some(path) = &path {
+            command.env("PATH", path);
+        }
         let daemon = command.spawn().expect("starting containerd");
         let containerd = CriContainerd {
             dir,
