@@ -2,7 +2,9 @@
 //! and containerd (through its runc shim, io.containerd.runc.v2). Both run with private
 //! state: podman with its own storage, run root and tmpdir (the host's podman storage is
 //! never touched), containerd as a private daemon with its own root, state, socket and
-//! namespace, started per test and stopped by a Drop guard.
+//! namespace, started per test and stopped by a Drop guard. Likewise a private dockerd
+//! (Debian's docker 20.10, [`Docker`]) and a private containerd with its CRI plugin
+//! ([`CriContainerd`]) for a gRPC CRI client.
 //!
 //! There is no image registry here, so the image is made locally, once per test binary:
 //! a busybox root filesystem imported into podman as `localhost/ward-busybox:test`, saved
