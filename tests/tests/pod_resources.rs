@@ -133,6 +133,23 @@ fn a_cpu_and_memory_limited_container_grows_the_pods_vm_and_shrinks_it_on_delete
         "MemTotal grew by {grown} KiB ({mem0} -> {mem1})"
     );
 
+    // `ward update` resizes the VM as well as the container's cgroup.
+    assert!(
+        run(&[
+            "update",
+            "--cpu-quota",
+            "300000",
+            "--cpu-period",
+            "100000",
+            "limited"
+        ])
+        .success(),
+        "{}",
+        err()
+    );
+    let (cpus_updated, _) = guest_size(&ward, &config);
+    assert_eq!(cpus_updated, cpus0 + 3, "3 CPUs of quota after the update");
+
     assert!(run(&["kill", "limited", "KILL"]).success(), "{}", err());
     ward.wait_status("limited", "stopped", std::time::Duration::from_secs(60));
     assert!(run(&["delete", "limited"]).success(), "{}", err());

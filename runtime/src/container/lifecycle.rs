@@ -1013,10 +1013,70 @@ pub fn set_paused(ctx: &Context, id: &str, paused: bool) -> Result<(), Lifecycle
 /// `ward update`: new limits for a live container's cgroup in the guest.
 pub fn update(ctx: &Context, id: &str, resources_json: Vec<u8>) -> Result<(), LifecycleError> {
     let allowed = [Status::Created, Status::Running, Status::Paused];
-    let (_, _, agent) = agent_of(ctx, id, "update", &allowed)?;
+    let (state, sandbox, agent) = agent_of(ctx, id, "update", &allowed)?;
+    let resources: Option<oci_spec::runtime::LinuxResources> =
+        serde_json::from_slice(&resources_json).ok();
     agent.update(id, resources_json).map_err(agent_err(id))?;
     info!(ctx.log, "resources updated"; "container" => id);
+    if let (Some(resources), Some(sandbox_id)) = (resources, &state.sandbox) {
+        resize_for_update(ctx, id, sandbox_id, &sandbox, &agent, &resources);
+    }
     Ok(())
+}
+
+/// After an update of container `id`'s limits, brings its sandbox's VM to the size its
+/// containers now ask for (Kata resizes the VM on UpdateContainer too).
+fn resize_for_update(
+    ctx: &Context,
+    id: &str,
+    sandbox_id: &str,
+    sandbox: &Sandbox,
+    agent: &Agent,
+    resources: &oci_spec::runtime::LinuxResources,
+) {
+    if !sandbox.can_grow() {
+        return;
+    }
+    let log = ctx
+        .log
+        .new(slog::o!("container" => id.to_string(), "sandbox" => sandbox_id.to_string()));
+    let sandboxes = ctx.sandboxes();
+    let Ok(lock) = sandboxes.lock(sandbox_id) else {
+        return;
+    };
+    let mut pod = match sandboxes.load(sandbox_id) {
+        Ok(pod) => pod,
+        Err(e) => {
+            warn!(log, "reading the sandbox"; "error" => e.to_string());
+            return;
+        }
+    };
+    let defaults = sizing::Size {
+        vcpus: ctx.config.guest.vcpus,
+        memory_mib: ctx.config.guest.memory_mib,
+    };
+    if id == sandbox_id {
+        // The sandbox's own container: its limits are in the boot size.
+        let own = sizing::Size {
+            vcpus: pod.base.vcpus.saturating_sub(defaults.vcpus),
+            memory_mib: pod.base.memory_mib.saturating_sub(defaults.memory_mib),
+        };
+        pod.base = sizing::target(defaults, [&sizing::updated_share(own, resources)]);
+    } else {
+        let own = pod.added.get(id).copied().unwrap_or_default();
+        pod.added
+            .insert(id.to_string(), sizing::updated_share(own, resources));
+    }
+    if let Err(e) = sandboxes.save(&lock, &pod) {
+        warn!(log, "saving the sandbox"; "error" => e.to_string());
+        return;
+    }
+    resize(
+        sandbox,
+        agent,
+        sizing::target(pod.base, pod.added.values()),
+        &log,
+    );
 }
 
 /// `ward events`: the container's cgroup statistics.

@@ -73,6 +73,21 @@ pub fn container_share(spec: &Spec) -> Size {
     Size { vcpus, memory_mib }
 }
 
+/// A container's share after `ward update` (or the shim's Update) gave it `resources`:
+/// what the update names replaces what it had, the rest stays.
+pub fn updated_share(previous: Size, resources: &oci_spec::runtime::LinuxResources) -> Size {
+    let mut share = previous;
+    if let Some(cpu) = resources.cpu() {
+        if let (Some(quota), Some(period)) = (cpu.quota(), cpu.period()) {
+            share.vcpus = cpus(quota, period);
+        }
+    }
+    if let Some(limit) = resources.memory().as_ref().and_then(|m| m.limit()) {
+        share.memory_mib = mib(limit);
+    }
+    share
+}
+
 /// The size a sandbox's VM should have: its boot size plus what each container that
 /// joined it brought.
 pub fn target<'a>(base: Size, added: impl IntoIterator<Item = &'a Size>) -> Size {
@@ -172,6 +187,34 @@ mod tests {
             }
         );
         assert_eq!(target(DEFAULT, []), DEFAULT);
+    }
+
+    #[test]
+    fn an_update_replaces_what_it_names() {
+        let before = Size {
+            vcpus: 2,
+            memory_mib: 64,
+        };
+        let resources: oci_spec::runtime::LinuxResources =
+            serde_json::from_value(serde_json::json!({"cpu": {"quota": 300000, "period": 100000}}))
+                .unwrap();
+        assert_eq!(
+            updated_share(before, &resources),
+            Size {
+                vcpus: 3,
+                memory_mib: 64
+            }
+        );
+        let unlimited: oci_spec::runtime::LinuxResources =
+            serde_json::from_value(serde_json::json!({"cpu": {"quota": -1, "period": 100000}}))
+                .unwrap();
+        assert_eq!(
+            updated_share(before, &unlimited),
+            Size {
+                vcpus: 0,
+                memory_mib: 64
+            }
+        );
     }
 
     #[test]
