@@ -107,6 +107,12 @@ pub fn kernel_params(inputs: &Inputs) -> String {
             params.push_str(&format!(" tsc_early_khz={khz}"));
         }
     }
+    if inputs.vm.hotplug.is_some() && inputs.machine == Machine::Q35 {
+        // Hot-added DIMMs go to the movable zone, where the kernel keeps nothing it
+        // cannot migrate: so a DIMM can be emptied and unplugged again when the
+        // container that brought it is deleted.
+        params.push_str(" memhp_default_state=online_movable");
+    }
     let extra = inputs.vm.extra_kernel_params.trim();
     if !extra.is_empty() {
         params.push(' ');

@@ -20,6 +20,9 @@ use crate::{DiskSpec, Error, Result, VmInstance};
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the guest gets to let go of a device being removed.
 const UNPLUG_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the guest gets to empty a DIMM: a container's delete must not wait on memory
+/// the guest cannot migrate away; such a DIMM stays (the VM keeps the memory).
+const DIMM_UNPLUG_TIMEOUT: Duration = Duration::from_secs(5);
 /// Linux onlines memory in blocks of this size on x86-64; a DIMM is a whole number of them.
 const MEMORY_BLOCK_MIB: u32 = 128;
 const MIB: u64 = 1024 * 1024;
@@ -85,13 +88,17 @@ fn device_exists(qmp: &mut QmpClient, id: &str) -> Result<bool> {
 
 /// Asks the guest to release device `id` and waits until QEMU has removed it.
 fn unplug(qmp: &mut QmpClient, id: &str, what: &str) -> Result<()> {
+    unplug_within(qmp, id, what, UNPLUG_TIMEOUT)
+}
+
+fn unplug_within(qmp: &mut QmpClient, id: &str, what: &str, timeout: Duration) -> Result<()> {
     qmp.execute("device_del", Some(json!({ "id": id })))?;
-    let deadline = Instant::now() + UNPLUG_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     while device_exists(qmp, id)? {
         if Instant::now() >= deadline {
             return Err(Error::Qmp(format!(
                 "the guest did not release {what} within {} s",
-                UNPLUG_TIMEOUT.as_secs()
+                timeout.as_secs()
             )));
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -313,7 +320,7 @@ pub fn set_memory(vm: &VmInstance, mib: u32) -> Result<u32> {
             if total.saturating_sub(*size) < mib {
                 break;
             }
-            if unplug(&mut qmp, id, "a memory DIMM").is_err() {
+            if unplug_within(&mut qmp, id, "a memory DIMM", DIMM_UNPLUG_TIMEOUT).is_err() {
                 break;
             }
             let _ = qmp.execute("object-del", Some(json!({"id": format!("mem-{id}")})));
