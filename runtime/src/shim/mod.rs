@@ -14,11 +14,13 @@
 pub mod events;
 pub mod metrics;
 pub mod rootfs;
+pub mod serve;
 pub mod service;
 pub mod start;
 pub mod stdio;
 
 use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -153,7 +155,25 @@ impl containerd_shim::Shim for WardShim {
         // A bad configuration fails `ctr run` here, with the reason, rather than later
         // inside a shim whose errors only reach containerd's log.
         context(&self.namespace, &self.bundle, self.debug).map_err(other)?;
-        start::start(opts, &self.bundle).map_err(other)
+        // Only the bootstrap protocol (containerd 2.3+) tells its version.
+        let legacy = opts.containerd_version.is_empty();
+        let address = start::start(opts, &self.bundle).map_err(other)?;
+        if legacy {
+            // The library answers the legacy protocol with the JSON of containerd 1.7+,
+            // which containerd 1.6 dials as if it were the address. Every containerd
+            // before the bootstrap protocol takes the plain address, so give that and
+            // end the action here.
+            let mut stdout = std::io::stdout().lock();
+            let written = stdout
+                .write_all(address.as_bytes())
+                .and_then(|()| stdout.flush());
+            written.map_err(|err| containerd_shim::Error::IoError {
+                context: "writing the shim address".into(),
+                err,
+            })?;
+            std::process::exit(0);
+        }
+        Ok(address)
     }
 
     /// containerd's clean-up after a shim that is gone: whatever of the container is left.

@@ -1,0 +1,143 @@
+//! ward's own containerd shim (`containerd-shim-ward-v2`, runtime type
+//! `io.containerd.ward.v2`) driven by a private containerd through `ctr`: the shim binary
+//! is on containerd's PATH and WARD_CONFIG in its environment, as a real install has them.
+
+use std::time::Duration;
+
+use ward_e2e::engines::{shim_processes, ward_processes_mentioning, Containerd};
+use ward_e2e::{text, Ward};
+
+fn setup() -> (Ward, Containerd) {
+    let ward = Ward::new();
+    let containerd = Containerd::with_ward_shim(&ward);
+    (ward, containerd)
+}
+
+/// Nothing of container `id` is left: no task, no container, no state in the shim's
+/// root, no shim, QEMU or vsock device process.
+fn assert_gone(containerd: &Containerd, id: &str) {
+    let tasks = containerd.ids("task");
+    assert!(tasks.is_empty(), "ctr task ls: {tasks:?}");
+    let containers = containerd.ids("container");
+    assert!(containers.is_empty(), "ctr c ls: {containers:?}");
+    let state = containerd.shim_root().join(id);
+    assert!(
+        !state.exists(),
+        "the shim's state of {id} remains: {}",
+        state.display()
+    );
+    let dir = state.to_string_lossy().into_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut left = ward_processes_mentioning(&[&dir]);
+        left.extend(shim_processes(&containerd.namespace));
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes of removed container {id} remain: {left:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The value of `name` in `ctr task metrics` output (the cgroup v2 table).
+fn metric(table: &str, name: &str) -> Option<u64> {
+    table.lines().find_map(|line| {
+        let mut cols = line.split_whitespace();
+        (cols.next() == Some(name))
+            .then(|| cols.next().and_then(|v| v.parse().ok()))
+            .flatten()
+    })
+}
+
+#[test]
+fn run_rm_echo_prints_and_leaves_nothing() {
+    let (_ward, containerd) = setup();
+    let out = containerd.run_shim(&["--rm"], "shim-echo", &["echo", "hello"]);
+    assert!(out.status.success(), "ctr run: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "hello\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_gone(&containerd, "shim-echo");
+
+    let out = containerd.run_shim(
+        &["--rm"],
+        "shim-exit",
+        &["sh", "-c", "echo out; echo err >&2; exit 7"],
+    );
+    assert_eq!(out.status.code(), Some(7), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(
+        text(&out.stderr).contains("err"),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_gone(&containerd, "shim-exit");
+}
+
+#[test]
+fn detached_exec_metrics_kill_delete() {
+    let (_ward, containerd) = setup();
+    let id = "shim-sleeper";
+    let out = containerd.run_shim(&["--detach"], id, &["sleep", "1000"]);
+    assert!(out.status.success(), "ctr run -d: {}", text(&out.stderr));
+    containerd.wait_task(id, "RUNNING", Duration::from_secs(60));
+    assert_eq!(
+        shim_processes(&containerd.namespace).len(),
+        1,
+        "one shim for the container"
+    );
+
+    let version = containerd.ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        id,
+        "cat",
+        "/proc/version",
+    ]);
+    assert!(version.contains("-ward"), "guest kernel: {version}");
+    let out = containerd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e2",
+        id,
+        "sh",
+        "-c",
+        "echo bye; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "bye\n");
+
+    let ps = containerd.ok(&["task", "ps", id]);
+    assert!(
+        ps.lines().skip(1).any(|l| !l.trim().is_empty()),
+        "ctr task ps: {ps}"
+    );
+
+    let table = containerd.ok(&["task", "metrics", id]);
+    let memory = metric(&table, "memory.usage");
+    assert!(memory.is_some_and(|m| m > 0), "ctr task metrics: {table}");
+    assert!(
+        metric(&table, "cpu.usage_usec").is_some_and(|c| c > 0),
+        "ctr task metrics: {table}"
+    );
+
+    containerd.ok(&["task", "pause", id]);
+    containerd.wait_task(id, "PAUSED", Duration::from_secs(20));
+    containerd.ok(&["task", "resume", id]);
+    containerd.wait_task(id, "RUNNING", Duration::from_secs(20));
+
+    containerd.ok(&["task", "kill", "--signal", "SIGKILL", id]);
+    containerd.wait_task(id, "STOPPED", Duration::from_secs(30));
+    containerd.ok(&["task", "delete", id]);
+    containerd.ok(&["container", "rm", id]);
+    assert_gone(&containerd, id);
+}
