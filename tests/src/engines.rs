@@ -627,7 +627,9 @@ fn need_shim(shim: &Path) {
     );
 }
 
-/// Processes of ward's shim serving containerd namespace `namespace`.
+/// Processes started as ward's shim for containerd namespace `namespace`, each as
+/// "PID COMM: CMDLINE": the shims themselves (comm `containerd-shim`, truncated by the
+/// kernel) and the forked copies the library keeps as watchers (comm `ward-watch`).
 pub fn shim_processes(namespace: &str) -> Vec<String> {
     pids_mentioning(namespace)
         .into_iter()
@@ -635,9 +637,10 @@ pub fn shim_processes(namespace: &str) -> Vec<String> {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
                 .map(|c| text(&c).replace('\0', " "))
                 .ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
             cmdline
                 .contains("containerd-shim-ward-v2")
-                .then(|| format!("{pid}: {cmdline}"))
+                .then(|| format!("{pid} {}: {cmdline}", comm.trim()))
         })
         .collect()
 }
