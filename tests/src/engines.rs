@@ -461,6 +461,34 @@ impl Containerd {
         )
     }
 
+    /// [`Containerd::run_shim`] with `input` on ctr's stdin (closed after it).
+    pub fn run_shim_with_stdin(
+        &self,
+        opts: &[&str],
+        id: &str,
+        args: &[&str],
+        input: &[u8],
+    ) -> Output {
+        use std::io::Write;
+        let mut command = self.command();
+        command
+            .arg("run")
+            .arg("--runtime")
+            .arg(WARD_SHIM_RUNTIME)
+            .args(opts)
+            .arg(IMAGE)
+            .arg(id)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("starting ctr run");
+        let mut stdin = child.stdin.take().expect("ctr's stdin");
+        stdin.write_all(input).expect("writing ctr's stdin");
+        drop(stdin);
+        child.wait_with_output().expect("waiting for ctr run")
+    }
+
     /// Where ward's shim keeps the state of this daemon's namespace.
     pub fn shim_root(&self) -> PathBuf {
         Path::new("/run/ward-shim").join(&self.namespace)

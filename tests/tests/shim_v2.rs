@@ -141,3 +141,85 @@ fn detached_exec_metrics_kill_delete() {
     containerd.ok(&["container", "rm", id]);
     assert_gone(&containerd, id);
 }
+
+#[test]
+fn stdin_reaches_the_process_and_its_end_closes_it() {
+    let (_ward, containerd) = setup();
+    let out =
+        containerd.run_shim_with_stdin(&["--rm"], "shim-cat", &["cat"], b"line one\nline two\n");
+    assert!(out.status.success(), "ctr run: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "line one\nline two\n");
+    assert_gone(&containerd, "shim-cat");
+}
+
+/// The only shim process (not its watchers) serving the namespace.
+fn shims(containerd: &Containerd) -> Vec<String> {
+    shim_processes(&containerd.namespace)
+        .into_iter()
+        .filter(|p| p.contains(" containerd-shim: "))
+        .collect()
+}
+
+/// Two containers that CRI would mark as one pod (a sandbox and a member naming it) are
+/// served by one shim, which stays until the last of them is deleted.
+#[test]
+fn a_pod_has_one_shim() {
+    let (_ward, containerd) = setup();
+    let sandbox = "shim-pod";
+    let member = "shim-pod-app";
+    let out = containerd.run_shim(
+        &[
+            "--detach",
+            "--annotation",
+            "io.kubernetes.cri.container-type=sandbox",
+            "--annotation",
+            &format!("io.kubernetes.cri.sandbox-id={sandbox}"),
+        ],
+        sandbox,
+        &["sleep", "1000"],
+    );
+    assert!(
+        out.status.success(),
+        "ctr run -d {sandbox}: {}",
+        text(&out.stderr)
+    );
+    let out = containerd.run_shim(
+        &[
+            "--detach",
+            "--annotation",
+            "io.kubernetes.cri.container-type=container",
+            "--annotation",
+            &format!("io.kubernetes.cri.sandbox-id={sandbox}"),
+        ],
+        member,
+        &["sleep", "1000"],
+    );
+    assert!(
+        out.status.success(),
+        "ctr run -d {member}: {}",
+        text(&out.stderr)
+    );
+    containerd.wait_task(sandbox, "RUNNING", Duration::from_secs(60));
+    containerd.wait_task(member, "RUNNING", Duration::from_secs(60));
+    let serving = shims(&containerd);
+    assert_eq!(serving.len(), 1, "one shim for the pod: {serving:#?}");
+    let hi = containerd.ok(&["task", "exec", "--exec-id", "e1", member, "echo", "hi"]);
+    assert_eq!(hi, "hi\n");
+
+    containerd.ok(&["task", "kill", "--all", "--signal", "SIGKILL", member]);
+    containerd.wait_task(member, "STOPPED", Duration::from_secs(30));
+    containerd.ok(&["task", "delete", member]);
+    containerd.ok(&["container", "rm", member]);
+    assert_eq!(
+        shims(&containerd),
+        serving,
+        "the pod's shim stays for the sandbox"
+    );
+
+    containerd.ok(&["task", "kill", "--signal", "SIGKILL", sandbox]);
+    containerd.wait_task(sandbox, "STOPPED", Duration::from_secs(30));
+    containerd.ok(&["task", "delete", sandbox]);
+    containerd.ok(&["container", "rm", sandbox]);
+    assert_gone(&containerd, member);
+    assert_gone(&containerd, sandbox);
+}
