@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use ward_e2e::engines::{shim_processes, ward_processes_mentioning, Containerd};
+use ward_e2e::engines::{
+    shim_processes, ward_processes_mentioning, Containerd, Tmux, IMAGE, WARD_SHIM_RUNTIME,
+};
 use ward_e2e::{text, Ward};
 
 fn setup() -> (Ward, Containerd) {
@@ -222,4 +224,42 @@ fn a_pod_has_one_shim() {
     containerd.ok(&["container", "rm", sandbox]);
     assert_gone(&containerd, member);
     assert_gone(&containerd, sandbox);
+}
+
+/// `ctr run -t` through a real pseudo-terminal (tmux): the guest process gets a terminal of
+/// the window's size (ResizePty), what is typed reaches its shell, and its exit status
+/// comes back to ctr.
+#[test]
+fn terminal_has_the_window_size_and_exit_status() {
+    let (_ward, containerd) = setup();
+    let id = "shim-tty";
+    let line = format!(
+        "ctr --address {} --namespace {} run -t --rm --runtime {WARD_SHIM_RUNTIME} {IMAGE} {id} sh; \
+         echo ctr-exit=$?; sleep 600",
+        containerd.socket.display(),
+        containerd.namespace
+    );
+    let tmux = Tmux::start(&format!("ward-shim-{}", std::process::id()), 101, 33, &line);
+    tmux.wait_for("# ", Duration::from_secs(60));
+    // The marker is computed, so only the output line carries it, not the echoed input.
+    tmux.type_line("echo res-$((1+1)) $(tty) $(stty size)");
+    let screen = tmux.wait_for("res-2 ", Duration::from_secs(20));
+    let result: Vec<&str> = screen
+        .lines()
+        .find(|l| l.starts_with("res-2 "))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert!(
+        result.get(1).is_some_and(|t| t.starts_with("/dev/pts/")),
+        "tty inside is not a /dev/pts terminal:\n{screen}"
+    );
+    assert_eq!(
+        result.get(2..4),
+        Some(&["33", "101"][..]),
+        "stty size inside is not the window's 33x101:\n{screen}"
+    );
+    tmux.type_line("exit 5");
+    tmux.wait_for("ctr-exit=5", Duration::from_secs(30));
+    assert_gone(&containerd, id);
 }
