@@ -263,3 +263,40 @@ fn terminal_has_the_window_size_and_exit_status() {
     tmux.wait_for("ctr-exit=5", Duration::from_secs(30));
     assert_gone(&containerd, id);
 }
+
+/// A shim killed under its container: containerd runs the shim's `delete` action, which
+/// stops the VM the dead shim left and removes its state.
+#[test]
+fn a_killed_shim_leaves_nothing_behind() {
+    let (_ward, containerd) = setup();
+    let id = "shim-crash";
+    let out = containerd.run_shim(&["--detach"], id, &["sleep", "1000"]);
+    assert!(out.status.success(), "ctr run -d: {}", text(&out.stderr));
+    containerd.wait_task(id, "RUNNING", Duration::from_secs(60));
+    let serving = shims(&containerd);
+    assert_eq!(serving.len(), 1, "one shim: {serving:#?}");
+    let pid: i32 = serving[0]
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the shim's PID");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("killing the shim");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while containerd.task_status(id).is_some_and(|s| s != "STOPPED") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task of a dead shim is still {:?}",
+            containerd.task_status(id)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if containerd.task_status(id).is_some() {
+        containerd.ok(&["task", "delete", id]);
+    }
+    containerd.ok(&["container", "rm", id]);
+    assert_gone(&containerd, id);
+}

@@ -97,7 +97,9 @@ fn logger(bundle: &Path, config: &Config, debug: bool) -> Result<Logger, SetupEr
         (None, false) => slog::Level::Info,
     };
     let decorator = slog_term::PlainSyncDecorator::new(log_sink(bundle));
-    let drain = slog_term::FullFormat::new(decorator).build().fuse();
+    // A log write that fails (containerd restarted and its FIFO has no reader) must not
+    // take the shim down with the containers it serves.
+    let drain = slog_term::FullFormat::new(decorator).build().ignore_res();
     let drain = slog::LevelFilter::new(drain, level).fuse();
     Ok(Logger::root(drain, o!("shim" => std::process::id())))
 }

@@ -196,8 +196,8 @@ impl Attached {
 
     /// Waits for the output copies to end, at most `grace`; what is still open then is
     /// cut (a daemonized grandchild keeping the stream open must not hold the client's
-    /// FIFO open forever). The output FIFOs are closed when this returns, so a client
-    /// reading them sees end of file before it hears of the exit.
+    /// FIFO open forever). Once the copies have ended, the output FIFOs are closed, so a
+    /// client reading them sees end of file before it hears of the exit.
     pub fn drain(mut self, grace: Duration, log: &Logger) {
         let deadline = std::time::Instant::now() + grace;
         let mut remaining = self.copies.len();
@@ -205,20 +205,23 @@ impl Attached {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.done.recv_timeout(left) {
                 Ok(()) => remaining -= 1,
-                Err(_) => {
-                    warn!(
-                        log,
-                        "output still open after the process exited; closing it"
-                    );
-                    for conn in &self.outputs {
-                        let _ = nix::sys::socket::shutdown(
-                            std::os::fd::AsRawFd::as_raw_fd(conn),
-                            nix::sys::socket::Shutdown::Both,
-                        );
-                    }
-                    break;
-                }
+                Err(_) => break,
             }
+        }
+        if remaining > 0 {
+            warn!(
+                log,
+                "output still open after the process exited; closing it"
+            );
+            for conn in &self.outputs {
+                let _ = nix::sys::socket::shutdown(
+                    std::os::fd::AsRawFd::as_raw_fd(conn),
+                    nix::sys::socket::Shutdown::Both,
+                );
+            }
+            // Not joined: a copy blocked writing into a FIFO that no one reads (the
+            // client of `ctr run -d` is gone) stays blocked whatever we do here.
+            self.copies.clear();
         }
         for copy in std::mem::take(&mut self.copies) {
             let _ = copy.join();
