@@ -428,6 +428,12 @@ impl Containerd {
     /// `cargo build`) through containerd's PATH, which containerd's shims inherit along
     /// with WARD_CONFIG, as in a real install (/usr/local/bin, /etc/ward).
     pub fn with_ward_shim(ward: &crate::Ward) -> Containerd {
+        Containerd::with_ward_shim_env(ward, true)
+    }
+
+    /// [`Containerd::with_ward_shim`], with WARD_CONFIG left out of containerd's
+    /// environment when `config_env` is false (the runtime options name the file then).
+    pub fn with_ward_shim_env(ward: &crate::Ward, config_env: bool) -> Containerd {
         let shim = ward_shim_binary(ward);
         need_shim(&shim);
         let config = absolute(&ward.config);
@@ -441,7 +447,11 @@ impl Containerd {
             }
             None => dir,
         };
-        Containerd::start(&ward.bin, &[("WARD_CONFIG", &config), ("PATH", &path)])
+        if config_env {
+            Containerd::start(&ward.bin, &[("WARD_CONFIG", &config), ("PATH", &path)])
+        } else {
+            Containerd::start(&ward.bin, &[("PATH", &path)])
+        }
     }
 
     /// `ctr run --runtime io.containerd.ward.v2 OPTS IMAGE ID ARGS`.

@@ -300,3 +300,35 @@ fn a_killed_shim_leaves_nothing_behind() {
     containerd.ok(&["container", "rm", id]);
     assert_gone(&containerd, id);
 }
+
+/// The configuration named by the runtime options (CRI's `ConfigPath`, here `ctr run
+/// --runtime-config-path`) is the one the shim uses, with no WARD_CONFIG around.
+#[test]
+fn the_runtime_options_name_the_configuration() {
+    let ward = Ward::new();
+    let marker = "ward.shim_config_test=1";
+    let config = ward.config_with(
+        "shim-options.toml",
+        &format!("kernel_params = \"{marker}\""),
+    );
+    let containerd = Containerd::with_ward_shim_env(&ward, false);
+    let id = "shim-options";
+    let config = config.to_str().expect("UTF-8 path");
+    let out = containerd.run_shim(
+        &["--detach", "--runtime-config-path", config],
+        id,
+        &["sleep", "1000"],
+    );
+    assert!(out.status.success(), "ctr run -d: {}", text(&out.stderr));
+    containerd.wait_task(id, "RUNNING", Duration::from_secs(60));
+    let cmdline = containerd.ok(&["task", "exec", "--exec-id", "c", id, "cat", "/proc/cmdline"]);
+    assert!(
+        cmdline.contains(marker),
+        "guest kernel command line: {cmdline}"
+    );
+    containerd.ok(&["task", "kill", "--signal", "SIGKILL", id]);
+    containerd.wait_task(id, "STOPPED", Duration::from_secs(30));
+    containerd.ok(&["task", "delete", id]);
+    containerd.ok(&["container", "rm", id]);
+    assert_gone(&containerd, id);
+}

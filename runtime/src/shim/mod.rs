@@ -8,8 +8,10 @@
 //!
 //! The shim keeps its containers' state under `/run/ward-shim/<namespace>`, apart from
 //! `/run/ward`, whose entries `ward list` would show as the CLI's containers. The
-//! configuration is found as the CLI finds it: `WARD_CONFIG` (containerd passes its own
-//! environment to its shims), else /etc/ward/configuration.toml.
+//! configuration is the file the runtime's options name (CRI's `ConfigPath`, `ctr run
+//! --runtime-config-path`; the start action hands it to the serving shim as
+//! `WARD_CONFIG`), else the one the CLI would use: `WARD_CONFIG` (containerd passes its
+//! own environment to its shims), else /etc/ward/configuration.toml.
 
 pub mod events;
 pub mod metrics;
@@ -156,7 +158,14 @@ impl containerd_shim::Shim for WardShim {
     fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
         // A bad configuration fails `ctr run` here, with the reason, rather than later
         // inside a shim whose errors only reach containerd's log.
-        context(&self.namespace, &self.bundle, self.debug).map_err(other)?;
+        match start::config_path(&opts.extensions) {
+            Some(path) => {
+                Config::load(Some(&path)).map_err(other)?;
+            }
+            None => {
+                context(&self.namespace, &self.bundle, self.debug).map_err(other)?;
+            }
+        }
         // Only the bootstrap protocol (containerd 2.3+) tells its version.
         let legacy = opts.containerd_version.is_empty();
         let address = start::start(opts, &self.bundle).map_err(other)?;

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::StartOpts;
 use thiserror::Error;
 
@@ -116,6 +117,38 @@ pub fn bundle_annotations(id: &str, bundle: &Path) -> Result<HashMap<String, Str
     Ok(annotations)
 }
 
+/// CRI's generic runtime options: what `ConfigPath` in a containerd runtime's `options`
+/// table, or `ctr run --runtime-config-path`, reaches a shim as. containerd gives them
+/// to the start action on stdin.
+const RUNTIME_OPTIONS_TYPE: &str = "runtimeoptions.v1.Options";
+/// Its `config_path` field.
+const CONFIG_PATH_FIELD: u32 = 2;
+
+/// The `config_path` of encoded runtime options, when set.
+fn decode_config_path(bytes: &[u8]) -> Option<String> {
+    use containerd_shim::protos::protobuf::rt::WireType;
+    use containerd_shim::protos::protobuf::CodedInputStream;
+    let mut input = CodedInputStream::from_bytes(bytes);
+    while let Some(tag) = input.read_raw_tag_or_eof().ok()? {
+        let (field, wire_type) = (tag >> 3, WireType::new(tag & 7)?);
+        if field == CONFIG_PATH_FIELD && wire_type == WireType::LengthDelimited {
+            return input.read_string().ok().filter(|p| !p.is_empty());
+        }
+        input.skip_field(wire_type).ok()?;
+    }
+    None
+}
+
+/// The ward configuration the runtime's options name, if they name one.
+pub fn config_path(options: &[Any]) -> Option<PathBuf> {
+    options
+        .iter()
+        // containerd writes bare type names; protobuf's packing prefixes a host.
+        .filter(|any| any.type_url.rsplit('/').next() == Some(RUNTIME_OPTIONS_TYPE))
+        .find_map(|any| decode_config_path(&any.value))
+        .map(PathBuf::from)
+}
+
 /// Whether a shim already serves `address` (a `unix://` address).
 fn answers(address: &str) -> bool {
     let path = address.strip_prefix("unix://").unwrap_or(address);
@@ -135,6 +168,14 @@ fn answers(address: &str) -> bool {
 /// should talk to, starting a shim process when the group has none yet.
 pub fn start(opts: StartOpts, bundle: &Path) -> Result<String, StartError> {
     let id = opts.id.clone();
+    // The serving shim gets the runtime options' configuration as the CLI would.
+    let config = config_path(&opts.extensions);
+    let config_env: Vec<(&str, &str)> = config
+        .as_deref()
+        .and_then(Path::to_str)
+        .map(|path| (crate::config::CONFIG_ENV, path))
+        .into_iter()
+        .collect();
     let annotations = bundle_annotations(&id, bundle)?;
     let group = group_of(&id, &annotations);
     let address = opts.socket_address(group.key());
@@ -145,7 +186,7 @@ pub fn start(opts: StartOpts, bundle: &Path) -> Result<String, StartError> {
         // shim already listens there, that child just confirms the address and exits.
         let key = group.key().to_string();
         let (_, address) =
-            containerd_shim::spawn(opts, &key, Vec::new()).map_err(|source| StartError::Spawn {
+            containerd_shim::spawn(opts, &key, config_env).map_err(|source| StartError::Spawn {
                 id: id.clone(),
                 group: key,
                 source,
@@ -191,6 +232,34 @@ mod tests {
         assert_eq!(group_of("c3", &orphan), Group::Own("c3".into()));
         let itself = annotations(&[(CRI_CONTAINER_TYPE, "container"), (CRI_SANDBOX_ID, "c4")]);
         assert_eq!(group_of("c4", &itself), Group::Own("c4".into()));
+    }
+
+    #[test]
+    fn the_config_path_comes_from_cri_runtime_options() {
+        use containerd_shim::protos::protobuf::CodedOutputStream;
+        let mut value = Vec::new();
+        {
+            let mut out = CodedOutputStream::vec(&mut value);
+            out.write_string(1, "ignored").unwrap();
+            out.write_string(CONFIG_PATH_FIELD, "/etc/ward/other.toml")
+                .unwrap();
+            out.flush().unwrap();
+        }
+        let options = |type_url: &str| Any {
+            type_url: type_url.to_string(),
+            value: value.clone(),
+            ..Default::default()
+        };
+        assert_eq!(
+            config_path(&[options("runtimeoptions.v1.Options")]),
+            Some(PathBuf::from("/etc/ward/other.toml"))
+        );
+        assert_eq!(
+            config_path(&[options("type.googleapis.com/runtimeoptions.v1.Options")]),
+            Some(PathBuf::from("/etc/ward/other.toml"))
+        );
+        assert_eq!(config_path(&[options("containerd.runc.v1.Options")]), None);
+        assert_eq!(config_path(&[]), None);
     }
 
     #[test]
