@@ -332,3 +332,46 @@ fn the_runtime_options_name_the_configuration() {
     containerd.ok(&["container", "rm", id]);
     assert_gone(&containerd, id);
 }
+
+/// `ctr task exec -t` through tmux: the exec gets its own terminal of the window's size.
+#[test]
+fn exec_terminal_has_the_window_size() {
+    let (_ward, containerd) = setup();
+    let id = "shim-exec-tty";
+    let out = containerd.run_shim(&["--detach"], id, &["sleep", "1000"]);
+    assert!(out.status.success(), "ctr run -d: {}", text(&out.stderr));
+    containerd.wait_task(id, "RUNNING", Duration::from_secs(60));
+    let line = format!(
+        "ctr --address {} --namespace {} task exec -t --exec-id t1 {id} sh; \
+         echo exec-exit=$?; sleep 600",
+        containerd.socket.display(),
+        containerd.namespace
+    );
+    let tmux = Tmux::start(
+        &format!("ward-shim-exec-{}", std::process::id()),
+        90,
+        30,
+        &line,
+    );
+    tmux.wait_for("# ", Duration::from_secs(60));
+    tmux.type_line("echo res-$((1+1)) $(stty size)");
+    let screen = tmux.wait_for("res-2 ", Duration::from_secs(20));
+    let result: Vec<&str> = screen
+        .lines()
+        .find(|l| l.starts_with("res-2 "))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        result.get(1..3),
+        Some(&["30", "90"][..]),
+        "stty size in the exec is not the window's 30x90:\n{screen}"
+    );
+    tmux.type_line("exit 4");
+    tmux.wait_for("exec-exit=4", Duration::from_secs(30));
+    containerd.ok(&["task", "kill", "--signal", "SIGKILL", id]);
+    containerd.wait_task(id, "STOPPED", Duration::from_secs(30));
+    containerd.ok(&["task", "delete", id]);
+    containerd.ok(&["container", "rm", id]);
+    assert_gone(&containerd, id);
+}
