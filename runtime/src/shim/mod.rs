@@ -38,6 +38,7 @@ use crate::config::{Config, ConfigError};
 use crate::container::{lifecycle, Context, LifecycleError, Store, StoreError};
 use crate::logging::{self, LogError};
 
+use events::Events;
 pub use service::Service;
 
 /// The runtime type containerd knows the shim by (`ctr run --runtime`).
@@ -237,5 +238,3 @@ impl containerd_shim::Shim for WardShim {
         )
     }
 }
-
-use events::Events;
