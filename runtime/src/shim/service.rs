@@ -643,7 +643,9 @@ impl Inner {
         };
         let signal = req.signal as i32;
         if req.exec_id.is_empty() {
-            if phase == Phase::Stopped && !req.all {
+            // As runc's shim: signalling a finished init is NotFound, which containerd
+            // takes as done (`ctr task delete --force` kills before it deletes).
+            if phase == Phase::Stopped {
                 return Err(finished());
             }
             lifecycle::kill(ctx, &c.id, signal, req.all)?;
