@@ -375,3 +375,60 @@ fn exec_terminal_has_the_window_size() {
     containerd.ok(&["container", "rm", id]);
     assert_gone(&containerd, id);
 }
+
+/// UpdateTask, which ctr 1.6 cannot send, called on the shim's socket as containerd
+/// would: the new memory limit is the guest cgroup's, as `ctr task metrics` shows.
+#[test]
+fn update_sets_the_guest_memory_limit() {
+    use containerd_shim::api::UpdateTaskRequest;
+    use containerd_shim::protos::protobuf::well_known_types::any::Any;
+    use containerd_shim::protos::protobuf::MessageField;
+    use containerd_shim::protos::ttrpc;
+    use containerd_shim::protos::TaskClient;
+
+    let (_ward, containerd) = setup();
+    let id = "shim-update";
+    let out = containerd.run_shim(&["--detach"], id, &["sleep", "1000"]);
+    assert!(out.status.success(), "ctr run -d: {}", text(&out.stderr));
+    containerd.wait_task(id, "RUNNING", Duration::from_secs(60));
+
+    let address_file = containerd
+        .dir
+        .join("state/io.containerd.runtime.v2.task")
+        .join(&containerd.namespace)
+        .join(id)
+        .join("address");
+    let address = std::fs::read_to_string(&address_file)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", address_file.display()));
+    let client =
+        TaskClient::new(ttrpc::Client::connect(address.trim()).expect("connecting to the shim"));
+    let limit: u64 = 100 << 20;
+    let request = UpdateTaskRequest {
+        id: id.to_string(),
+        resources: MessageField::some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+            value: format!("{{\"memory\":{{\"limit\":{limit}}}}}").into_bytes(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut ctx = ttrpc::context::with_timeout(60_000_000_000);
+    ctx.add(
+        "containerd-namespace-ttrpc".into(),
+        containerd.namespace.clone(),
+    );
+    client.update(ctx, &request).expect("UpdateTask");
+
+    let table = containerd.ok(&["task", "metrics", id]);
+    assert_eq!(
+        metric(&table, "memory.usage_limit"),
+        Some(limit),
+        "ctr task metrics: {table}"
+    );
+
+    containerd.ok(&["task", "kill", "--signal", "SIGKILL", id]);
+    containerd.wait_task(id, "STOPPED", Duration::from_secs(30));
+    containerd.ok(&["task", "delete", id]);
+    containerd.ok(&["container", "rm", id]);
+    assert_gone(&containerd, id);
+}
