@@ -46,3 +46,59 @@ fn builtin_exec_kill_and_delete() {
     assert!(mounts.contains("virtiofs"), "{mounts}");
     kill_and_delete(&ward, &config, "bl");
 }
+
+/// A pod on ward-vmm: a second container joins the running VM of the first, and its
+/// rootfs, bind-mounted into the sandbox's shared directory after the VM booted, reaches
+/// the guest through virtiofsd (whose own mount namespace receives it by propagation).
+#[test]
+fn builtin_pod_member_joins_the_running_vm_over_virtiofs() {
+    require_hardware_kvm();
+    let ward = Ward::new();
+    require_vmm(&ward);
+    let config = ward.config_with("builtin.toml", "[hypervisor]\nbackend = \"builtin\"");
+    start_sleeper(&ward, &config, "pod");
+    let (code, infra_boot, err) = exec(
+        &ward,
+        &config,
+        "pod",
+        &["cat", "/proc/sys/kernel/random/boot_id"],
+    );
+    assert_eq!(code, Some(0), "exec: {err}");
+
+    let bundle = ward.bundle(
+        "member",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/sys/kernel/random/boot_id /member-marker; grep -c virtiofs /proc/mounts",
+        ],
+    );
+    std::fs::write(
+        bundle.join("rootfs/member-marker"),
+        "joined-over-virtiofs\n",
+    )
+    .unwrap();
+    let config_json = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_json).unwrap()).unwrap();
+    spec["annotations"] = serde_json::json!({
+        "io.kubernetes.cri-o.ContainerType": "container",
+        "io.kubernetes.cri-o.SandboxID": "pod",
+    });
+    std::fs::write(&config_json, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let out = ward
+        .command()
+        .env("WARD_CONFIG", &config)
+        .args(["run", "--bundle", bundle.to_str().unwrap(), "member"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running ward");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.starts_with(&infra_boot),
+        "one guest kernel: {said} vs {infra_boot}"
+    );
+    assert!(said.contains("joined-over-virtiofs"), "{said}");
+    kill_and_delete(&ward, &config, "pod");
+}

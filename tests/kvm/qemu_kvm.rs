@@ -35,7 +35,9 @@ fn qemu_kvm_exec_kill_and_delete() {
     let config = qemu_kvm_config(&ward);
     start_sleeper(&ward, &config, "qs");
     // QEMU runs with KVM, not TCG.
-    let needle = ward.root.join("qs").display().to_string();
+    let needle = ward_e2e::engines::sandbox_dir(&ward.root, "qs")
+        .display()
+        .to_string();
     let qemu_args: Vec<String> = pids_mentioning(&needle)
         .into_iter()
         .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())

@@ -25,7 +25,8 @@ pub const IMAGE: &str = "localhost/ward-busybox:test";
 /// Busybox applets the image links to /bin/busybox.
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "sleep", "true", "false", "ls", "id", "tty", "stty", "hostname", "uname",
-    "env", "ps", "date", "head", "tail", "grep", "pwd", "kill", "test",
+    "env", "ps", "date", "head", "tail", "grep", "pwd", "kill", "test", "mkdir", "readlink",
+    "httpd", "wget", "nc",
 ];
 
 /// podman's configuration for the tests.
@@ -504,6 +505,26 @@ impl Containerd {
         Path::new("/run/ward-shim").join(&self.namespace)
     }
 
+    /// Moves to namespace `namespace` (importing the image there): containerd's CRI plugin
+    /// works in `k8s.io`, and the runc shim keeps the runtime's state under
+    /// /run/containerd/runc/<namespace>.
+    pub fn use_namespace(&mut self, namespace: &str) {
+        self.namespace = namespace.to_string();
+        let archive = PodmanStore::get()
+            .archive
+            .to_str()
+            .expect("UTF-8 path")
+            .to_string();
+        self.ok(&[
+            "images",
+            "import",
+            "--base-name",
+            "localhost/ward-busybox",
+            "--digests",
+            &archive,
+        ]);
+    }
+
     /// `ctr` talking to this daemon, in its namespace.
     pub fn command(&self) -> Command {
         let mut command = Command::new("ctr");
@@ -788,6 +809,36 @@ pub fn ward_processes_mentioning(needles: &[&str]) -> Vec<String> {
         }
     }
     found
+}
+
+/// The host directory of sandbox `id` of `--root` `root` (its VM's sockets, console and
+/// shared directory): the helpers of its VM (vsock device, file server) name it on their
+/// command lines, QEMU names the sandbox ID.
+pub fn sandbox_dir(root: &Path, id: &str) -> PathBuf {
+    ward_runtime::sandbox::store::SandboxStore::new(root).dir(id)
+}
+
+/// Asserts, for up to 10 s, that no host process of sandbox `id` of `root` is left and
+/// that its directory is gone.
+pub fn assert_sandbox_gone(root: &Path, id: &str) {
+    let dir = sandbox_dir(root, id);
+    let dir_text = dir.to_string_lossy().into_owned();
+    let name = format!("guest={id}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = ward_processes_mentioning(&[&dir_text, &name]);
+        if left.is_empty() && !dir.exists() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sandbox {id} of {} remains: directory {} exists: {}; processes: {left:#?}",
+            root.display(),
+            dir.display(),
+            dir.exists()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The repository's tests/contracts directory.

@@ -205,6 +205,7 @@ impl Ward {
             "mounts left"
         );
         assert!(!dir.exists(), "{} is still there", dir.display());
+        engines::assert_sandbox_gone(&self.root, id);
     }
 
     /// A copy of the test configuration with `extra` appended (TOML).

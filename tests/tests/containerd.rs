@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ward_e2e::engines::{ward_processes_mentioning, Containerd};
+use ward_e2e::engines::{assert_sandbox_gone, ward_processes_mentioning, Containerd};
 use ward_e2e::{text, Ward};
 
 fn setup() -> (Ward, Containerd) {
@@ -40,6 +40,7 @@ fn assert_gone(containerd: &Containerd, id: &str) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert_sandbox_gone(&containerd.runtime_root(), id);
 }
 
 #[test]
@@ -117,4 +118,38 @@ fn detached_exec_ps_pause_resume_kill_delete() {
     );
     containerd.ok(&["container", "rm", id]);
     assert_gone(&containerd, id);
+}
+
+/// Kubernetes' IDs (64 hex digits) under containerd's k8s.io runtime root, through the runc
+/// shim: no socket path ward builds depends on the ID's length or the root's depth.
+#[test]
+fn k8s_io_root_with_64_hex_ids() {
+    let (_ward, mut containerd) = setup();
+    containerd.use_namespace("k8s.io");
+    assert_eq!(
+        containerd.runtime_root(),
+        std::path::Path::new("/run/containerd/runc/k8s.io")
+    );
+    let id = format!("{:08x}{:056x}", std::process::id(), 0xfeed_u64);
+    assert_eq!(id.len(), 64);
+    let out = containerd.run(&["--rm"], &id, &["sh", "-c", "echo long-id; exit 5"]);
+    assert_eq!(out.status.code(), Some(5), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "long-id\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_gone(&containerd, &id);
+
+    let out = containerd.run(&["--detach"], &id, &["sleep", "1000"]);
+    assert!(out.status.success(), "ctr run -d: {}", text(&out.stderr));
+    containerd.wait_task(&id, "RUNNING", Duration::from_secs(30));
+    let said = containerd.ok(&["task", "exec", "--exec-id", "e1", &id, "echo", "exec-ok"]);
+    assert_eq!(said, "exec-ok\n");
+    containerd.ok(&["task", "kill", "--signal", "SIGKILL", &id]);
+    containerd.wait_task(&id, "STOPPED", Duration::from_secs(30));
+    containerd.ok(&["task", "delete", &id]);
+    containerd.ok(&["container", "rm", &id]);
+    assert_gone(&containerd, &id);
 }

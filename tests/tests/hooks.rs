@@ -85,7 +85,7 @@ fn host_hooks_run_in_order_with_the_state_of_their_stage() {
     for ((stage, state), status) in guest.iter().zip(["creating", "created"]) {
         assert_eq!(state["status"], status, "{stage}: {state}");
         assert_eq!(state["id"], "hooked", "{stage}: {state}");
-        assert_eq!(state["bundle"], "/run/ward/containers/hooked", "{stage}");
+        assert_eq!(state["bundle"], "/run/ward/sandbox/hooked", "{stage}");
         assert!(state["pid"].as_i64().unwrap_or(0) > 1, "{stage}: {state}");
     }
     let out = ward.run(&["kill", "hooked", "KILL"]);
@@ -144,6 +144,7 @@ fn a_failing_prestart_hook_fails_the_create_and_leaves_nothing() {
     assert!(!ward.root.join("badhook").exists());
     let left = ward_processes_mentioning(&[ward.root.to_str().unwrap()]);
     assert!(left.is_empty(), "processes left: {left:#?}");
+    ward_e2e::engines::assert_sandbox_gone(&ward.root, "badhook");
 
     // A hook past its timeout is killed and fails the create the same way.
     with_hooks(

@@ -69,9 +69,10 @@ fn kill_stops_a_sleeping_container_and_delete_leaves_nothing() {
         text(&out.stderr)
     );
 
-    // Everything this container runs on the host mentions its state directory.
+    // Everything this container's VM runs on the host mentions its sandbox directory.
     let container_dir = ward.root.join("sleeper");
-    let needle = container_dir.to_str().unwrap();
+    let sandbox_dir = ward_e2e::engines::sandbox_dir(&ward.root, "sleeper");
+    let needle = sandbox_dir.to_str().unwrap();
     let host_pids = pids_mentioning(needle);
     assert!(
         host_pids.len() >= 2,
@@ -97,7 +98,8 @@ fn kill_stops_a_sleeping_container_and_delete_leaves_nothing() {
     assert!(pids_mentioning(needle).is_empty());
     assert!(mounts_mentioning(needle).is_empty());
     assert!(mounts_mentioning(bundle.to_str().unwrap()).is_empty());
-    assert!(!container_dir.exists(), "state, sockets and logs are gone");
+    assert!(!container_dir.exists(), "the state is gone");
+    assert!(!sandbox_dir.exists(), "sockets, logs and shares are gone");
     let out = ward.run(&["state", "sleeper"]);
     assert!(!out.status.success());
 }

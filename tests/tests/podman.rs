@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ward_e2e::engines::{ward_processes_mentioning, Podman, Tmux, IMAGE};
+use ward_e2e::engines::{assert_sandbox_gone, ward_processes_mentioning, Podman, Tmux, IMAGE};
 use ward_e2e::{text, Ward};
 
 /// ward's state root when the caller passes no --root (runtime/src/cli/mod.rs).
@@ -73,6 +73,102 @@ fn assert_gone(podman: &Podman, ward: &Ward, id: &str) {
     );
     let all = podman.ok(&["ps", "--all", "--no-trunc", "--format", "{{.ID}}"]);
     assert!(!all.contains(id), "podman still lists {id}: {all}");
+    assert_sandbox_gone(Path::new(WARD_DEFAULT_ROOT), id);
+}
+
+/// The QEMU processes of running VMs named after `sandbox` (QEMU's `-name guest=ID`).
+fn vms_of(sandbox: &str) -> usize {
+    ward_processes_mentioning(&[&format!("guest={sandbox}")])
+        .iter()
+        .filter(|p| p.contains("qemu-system"))
+        .count()
+}
+
+/// A podman pod is one microVM: the infra container is its sandbox, and the pod's
+/// containers join that VM (one guest kernel: one boot ID) and share its hostname and
+/// network namespace (a server on localhost in one answers the other), each with its own
+/// root filesystem and mount namespace. `podman pod rm` leaves no VM behind.
+#[test]
+fn a_pod_is_one_vm_with_shared_localhost_and_hostname() {
+    let (ward, podman) = setup();
+    let pod = name("pod");
+    podman.ok(&["pod", "create", "--name", &pod]);
+    let server = name("pod-server");
+    let client = name("pod-client");
+    let serve = "mkdir -p /tmp/www && echo pod-page > /tmp/www/index.html && \
+                 echo only-in-server > /marker && exec httpd -f -p 8080 -h /tmp/www";
+    podman.ok(&[
+        "run", "-d", "--pod", &pod, "--name", &server, IMAGE, "sh", "-c", serve,
+    ]);
+    let infra = podman.ok(&["pod", "inspect", "--format", "{{.InfraContainerID}}", &pod]);
+    assert_eq!(
+        vms_of(&infra),
+        1,
+        "the pod's VM is named after its infra container"
+    );
+
+    let started = Instant::now();
+    let fetch = "for i in 1 2 3 4 5 6 7 8 9 10; do \
+                 wget -q -O - http://127.0.0.1:8080/ && break; sleep 0.5; done; \
+                 echo host=$(hostname); echo boot=$(cat /proc/sys/kernel/random/boot_id); \
+                 echo net=$(readlink /proc/self/ns/net); echo mnt=$(readlink /proc/self/ns/mnt); \
+                 test -e /marker && echo sees-marker; true";
+    let out = podman.ok(&[
+        "run", "--rm", "--pod", &pod, "--name", &client, IMAGE, "sh", "-c", fetch,
+    ]);
+    eprintln!(
+        "second container of the pod: run to exit in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        out.contains("pod-page"),
+        "localhost reaches the other container: {out}"
+    );
+    assert!(
+        !out.contains("sees-marker"),
+        "each container has its own rootfs: {out}"
+    );
+    assert_eq!(vms_of(&infra), 1, "still one VM: {out}");
+
+    let server_view = podman.ok(&[
+        "exec",
+        &server,
+        "sh",
+        "-c",
+        "echo host=$(hostname); echo boot=$(cat /proc/sys/kernel/random/boot_id); \
+         echo net=$(readlink /proc/self/ns/net); echo mnt=$(readlink /proc/self/ns/mnt)",
+    ]);
+    let field = |text: &str, key: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in {text}"))
+            .to_string()
+    };
+    for key in ["host", "boot", "net"] {
+        assert_eq!(
+            field(&out, key),
+            field(&server_view, key),
+            "{key}: client {out} server {server_view}"
+        );
+    }
+    assert_ne!(
+        field(&out, "mnt"),
+        field(&server_view, "mnt"),
+        "mount namespaces are each container's own"
+    );
+    assert_eq!(field(&server_view, "host"), pod, "the pod's hostname");
+
+    podman.ok(&["pod", "rm", "--force", "--time", "0", &pod]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while vms_of(&infra) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the pod's VM outlived `podman pod rm`"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_sandbox_gone(Path::new(WARD_DEFAULT_ROOT), &infra);
+    let _ = ward;
 }
 
 /// `podman run --rm` prints the guest's output and leaves nothing of its container.

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use ward_e2e::engines::{
-    shim_processes, ward_processes_mentioning, Containerd, Tmux, IMAGE, WARD_SHIM_RUNTIME,
+    assert_sandbox_gone, shim_processes, ward_processes_mentioning, Containerd, Tmux, IMAGE,
+    WARD_SHIM_RUNTIME,
 };
 use ward_e2e::{text, Ward};
 
@@ -42,6 +43,7 @@ fn assert_gone(containerd: &Containerd, id: &str) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert_sandbox_gone(&containerd.shim_root(), id);
 }
 
 /// The value of `name` in `ctr task metrics` output (the cgroup v2 table).
@@ -205,6 +207,18 @@ fn a_pod_has_one_shim() {
     containerd.wait_task(member, "RUNNING", Duration::from_secs(60));
     let serving = shims(&containerd);
     assert_eq!(serving.len(), 1, "one shim for the pod: {serving:#?}");
+    // One VM for the pod: the member runs in its sandbox's.
+    let vms = |id: &str| {
+        ward_processes_mentioning(&[&format!("guest={id}")])
+            .into_iter()
+            .filter(|p| p.contains("qemu-system"))
+            .count()
+    };
+    assert_eq!(
+        (vms(sandbox), vms(member)),
+        (1, 0),
+        "QEMU processes of the pod"
+    );
     let hi = containerd.ok(&["task", "exec", "--exec-id", "e1", member, "echo", "hi"]);
     assert_eq!(hi, "hi\n");
 

@@ -6,7 +6,7 @@ use ward_e2e::{text, Ward};
 
 const SCRIPT: &str = "\
 for m in sh sl pr ub; do grep \" /mnt/$m \" /proc/self/mountinfo; done; \
-grep ' / / ' /proc/self/mountinfo; \
+grep -E '^[0-9]+ [0-9]+ [0-9:]+ [^ ]+ / ' /proc/self/mountinfo; \
 busybox stat -c 'node %n %F %t:%T %a %u:%g' /dev/ward-char /dev/ward-block; \
 echo sysctl $(cat /proc/sys/kernel/shm_rmid_forced /proc/sys/net/ipv4/ip_forward); \
 echo oom $(cat /proc/self/oom_score_adj); \

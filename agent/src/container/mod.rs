@@ -16,8 +16,10 @@ pub mod hooks;
 pub mod mounts;
 pub mod namespaces;
 pub mod plan;
+pub mod pod;
 pub mod rlimits;
 pub mod rootfs;
+pub mod sandbox_storage;
 pub mod spawn;
 pub mod storage;
 pub mod sync;
@@ -46,6 +48,7 @@ use crate::stream::StreamSource;
 use cgroup::{Cgroup, CgroupError};
 use namespaces::{proc_name, JOIN_ORDER};
 use plan::PlanError;
+use sandbox_storage::SandboxStorages;
 use spawn::{ChildFds, ExecSetup, InitSetup, Kind, SpawnError, Spawned};
 use storage::StorageError;
 
@@ -204,6 +207,8 @@ enum Slot {
 
 pub struct Containers {
     slots: Mutex<HashMap<String, Slot>>,
+    /// The pod's shared directory and the like, counted by the containers using them.
+    sandbox_storages: Mutex<SandboxStorages>,
     reaper: Arc<Reaper>,
     log: Logger,
 }
@@ -230,13 +235,15 @@ impl Drop for Reservation<'_> {
 }
 
 /// Undoes the side effects of a half-done CreateContainer.
-struct Undo {
+struct Undo<'a> {
     storages: Vec<PathBuf>,
+    /// The sandbox storages this container was counted in.
+    sandbox: Option<(&'a Mutex<SandboxStorages>, String)>,
     cgroup: Option<Cgroup>,
     armed: bool,
 }
 
-impl Drop for Undo {
+impl Drop for Undo<'_> {
     fn drop(&mut self) {
         if !self.armed {
             return;
@@ -248,6 +255,9 @@ impl Drop for Undo {
         for path in self.storages.iter().rev() {
             let _ = storage::unmount(path);
         }
+        if let Some((storages, id)) = &self.sandbox {
+            let _ = lock(storages).release(id);
+        }
     }
 }
 
@@ -255,6 +265,7 @@ impl Containers {
     pub fn new(reaper: Arc<Reaper>, log: Logger) -> Containers {
         Containers {
             slots: Mutex::new(HashMap::new()),
+            sandbox_storages: Mutex::new(SandboxStorages::default()),
             reaper,
             log,
         }
@@ -323,10 +334,16 @@ impl Containers {
             source,
         };
         // Everything is checked before anything is done.
-        let spec = plan::parse_spec(&req.oci_spec_json).map_err(plan_err)?;
+        let mut spec = plan::parse_spec(&req.oci_spec_json).map_err(plan_err)?;
         let rootfs = storage::check_guest_path("rootfs_guest_path", &req.rootfs_guest_path)
             .map_err(storage_err)?;
         let storages = storage::plan(&req.storages).map_err(storage_err)?;
+        let sandbox_storages = storage::plan(&req.sandbox_storages).map_err(storage_err)?;
+        if !req.sandbox_container_id.is_empty() {
+            let sandbox = self.get(&req.sandbox_container_id)?;
+            pod::join_namespaces(&mut spec, sandbox.init.pid, &req.joined_namespaces)
+                .map_err(plan_err)?;
+        }
         let mut plan = plan::init_plan(id, &spec, &rootfs).map_err(plan_err)?;
 
         let mut claims = vec![rootfs.clone()];
@@ -334,10 +351,15 @@ impl Containers {
         let mut reservation = self.reserve(id, &claims)?;
         let mut undo = Undo {
             storages: Vec::new(),
+            sandbox: None,
             cgroup: None,
             armed: true,
         };
 
+        lock(&self.sandbox_storages)
+            .acquire(id, &sandbox_storages)
+            .map_err(storage_err)?;
+        undo.sandbox = Some((&self.sandbox_storages, id.to_string()));
         for s in &storages {
             storage::mount(s).map_err(storage_err)?;
             undo.storages.push(s.mount_point.clone());
@@ -845,6 +867,12 @@ impl Containers {
         for path in &c.claims {
             storage::remove_empty_dirs(path);
         }
+        lock(&self.sandbox_storages)
+            .release(id)
+            .map_err(|source| ContainerError::Storage {
+                id: id.into(),
+                source,
+            })?;
         lock(&self.slots).remove(id);
         info!(self.log, "container removed"; "container" => id);
         Ok(())

@@ -36,6 +36,8 @@ pub enum PlanError {
     NoProcess,
     #[error("config.json has no linux section")]
     NoLinux,
+    #[error("namespace {0:?} cannot be shared in a pod (network, ipc, uts and pid can)")]
+    NotJoinable(String),
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
     #[error(transparent)]

@@ -47,6 +47,8 @@ pub enum StorageError {
     MountPoint { path: String, error: io::Error },
     #[error("unmounting {path}: {error}")]
     Unmount { path: String, error: nix::Error },
+    #[error("sandbox storage {mount_point} is already mounted from another source")]
+    Conflict { mount_point: String },
 }
 
 /// A checked storage.

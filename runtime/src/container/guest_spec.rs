@@ -49,6 +49,9 @@ pub struct HostBind {
 pub struct Adjustments {
     /// Namespaces that named a host path and get a new guest namespace instead.
     pub unjoined_namespaces: Vec<String>,
+    /// Namespaces that named a host path and, the container being a pod's member, join
+    /// the pod's sandbox container's in the guest ("network", "ipc", "uts", "pid").
+    pub pod_namespaces: Vec<String>,
     /// Destinations whose host tmpfs became a guest tmpfs.
     pub guest_tmpfs: Vec<PathBuf>,
 }
@@ -117,14 +120,22 @@ fn guest_tmpfs(mount: &Mount) -> Result<Mount, GuestSpecError> {
 
 /// Rewrites `spec` for a guest that sees the shared directory at `guest_shared_dir`.
 /// `exists` answers whether a host path exists and is a directory (`Some(is_dir)`).
+/// A pod's member (`pod_member`) joins its sandbox container's namespaces where its spec
+/// names a host namespace of a type pods share.
 pub fn translate(
     spec: &Spec,
     guest_shared_dir: &Path,
+    pod_member: bool,
     exists: impl Fn(&Path) -> Option<bool>,
 ) -> Result<GuestSpec, GuestSpecError> {
     let mut spec = spec.clone();
     let mut binds = Vec::new();
     let mut adjustments = Adjustments::default();
+    if pod_member {
+        let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone());
+        adjustments.pod_namespaces =
+            crate::sandbox::pod::shared_namespaces(namespaces.as_deref().unwrap_or(&[]));
+    }
 
     if let Some(mounts) = spec.mounts().clone() {
         let mut rewritten = Vec::with_capacity(mounts.len());
@@ -184,9 +195,10 @@ pub fn translate(
                 .into_iter()
                 .map(|mut ns| {
                     if ns.path().is_some() {
-                        adjustments
-                            .unjoined_namespaces
-                            .push(format!("{:?}", ns.typ()).to_lowercase());
+                        let name = format!("{:?}", ns.typ()).to_lowercase();
+                        if !adjustments.pod_namespaces.contains(&name) {
+                            adjustments.unjoined_namespaces.push(name);
+                        }
                         ns.set_path(None);
                     }
                     ns
@@ -237,7 +249,7 @@ mod tests {
             ]),
             serde_json::json!([{"type": "mount"}]),
         );
-        let out = translate(&spec, Path::new("/run/ward/shared"), host).unwrap();
+        let out = translate(&spec, Path::new("/run/ward/shared"), false, host).unwrap();
         let mounts = out.spec.mounts().clone().unwrap();
         assert_eq!(mounts[0].source().as_deref(), Some(Path::new("proc")));
         assert_eq!(
@@ -285,7 +297,7 @@ mod tests {
             serde_json::json!([{"destination": "/x", "type": "bind", "source": "/nope", "options": ["bind"]}]),
             serde_json::json!([]),
         );
-        let err = translate(&spec, Path::new("/s"), host).unwrap_err();
+        let err = translate(&spec, Path::new("/s"), false, host).unwrap_err();
         assert_eq!(
             err.to_string(),
             "bind mount source /nope (for /x) does not exist"
@@ -298,7 +310,7 @@ mod tests {
             serde_json::json!([{"destination": "/dev/shm", "type": "bind", "source": "/var/lib/c/userdata/shm", "options": ["bind", "private", "size=65536k"]}]),
             serde_json::json!([]),
         );
-        let out = translate(&spec, Path::new("/s"), host).unwrap();
+        let out = translate(&spec, Path::new("/s"), false, host).unwrap();
         let mount = &out.spec.mounts().clone().unwrap()[0];
         assert_eq!(mount.typ().as_deref(), Some("tmpfs"));
         assert!(mount
@@ -316,7 +328,7 @@ mod tests {
             serde_json::json!([]),
             serde_json::json!([{"type": "pid"}, {"type": "network", "path": "/run/netns/netns-1"}]),
         );
-        let out = translate(&spec, Path::new("/s"), host).unwrap();
+        let out = translate(&spec, Path::new("/s"), false, host).unwrap();
         let namespaces = out
             .spec
             .linux()
@@ -330,6 +342,22 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_member_joins_the_pods_namespaces_instead() {
+        let spec = spec_with(
+            serde_json::json!([]),
+            serde_json::json!([
+                {"type": "pid"},
+                {"type": "network", "path": "/proc/7/ns/net"},
+                {"type": "uts", "path": "/proc/7/ns/uts"},
+                {"type": "user", "path": "/proc/7/ns/user"},
+            ]),
+        );
+        let out = translate(&spec, Path::new("/s"), true, host).unwrap();
+        assert_eq!(out.adjustments.pod_namespaces, vec!["network", "uts"]);
+        assert_eq!(out.adjustments.unjoined_namespaces, vec!["user"]);
+    }
+
+    #[test]
     fn only_the_container_namespace_hooks_reach_the_guest() {
         let mut spec = spec_with(serde_json::json!([]), serde_json::json!([]));
         let hooks: Hooks = serde_json::from_value(serde_json::json!({
@@ -337,7 +365,7 @@ mod tests {
         }))
         .unwrap();
         spec.set_hooks(Some(hooks));
-        assert!(translate(&spec, Path::new("/s"), host)
+        assert!(translate(&spec, Path::new("/s"), false, host)
             .unwrap()
             .spec
             .hooks()
@@ -347,7 +375,7 @@ mod tests {
         }))
         .unwrap();
         spec.set_hooks(Some(hooks));
-        let guest = translate(&spec, Path::new("/s"), host).unwrap().spec;
+        let guest = translate(&spec, Path::new("/s"), false, host).unwrap().spec;
         let guest_hooks = guest.hooks().clone().unwrap();
         assert!(guest_hooks.prestart().is_none());
         assert_eq!(guest_hooks.start_container().as_ref().unwrap().len(), 1);

@@ -12,17 +12,23 @@ use ward_agent_protocol::agent::Storage;
 use ward_hypervisor::{ProcessRecord, SharedDir, SharedFs};
 
 use super::bundle::{Bundle, BundleError};
+use super::guest_spec::HostBind;
 use super::state::{ContainerState, Status};
 use super::store::{ContainerLock, Store, StoreError};
 use super::{guest_spec, namespace_paths};
 use crate::config::Config;
 use crate::hooks::{self, Stage};
+use crate::sandbox::agent::NewContainer;
+use crate::sandbox::pod::Placement;
+use crate::sandbox::sizing;
+use crate::sandbox::store::{SandboxStore, SandboxStoreError};
 use crate::sandbox::{shares, Agent, AgentError, Sandbox, SandboxError};
 
-/// The 9p tag of the container's root filesystem (9p tags are at most 31 bytes).
-const ROOTFS_TAG: &str = "ward-rootfs";
-/// The 9p tag of the directory holding the container's host bind sources.
-const SHARED_TAG: &str = "ward-shared";
+/// The tag of the sandbox's exported directory (9p tags are at most 31 bytes): every
+/// container's rootfs and volumes, each under `<container ID>/`.
+const SANDBOX_TAG: &str = "ward-sandbox";
+/// Where the guest mounts it.
+const GUEST_SANDBOX_DIR: &str = "/run/ward/sandbox";
 /// VMs launched for one container before giving up on a guest whose vsock never answers.
 const BOOT_ATTEMPTS: u32 = 2;
 /// How long a VM gets to quit on its own when it is being torn down.
@@ -90,6 +96,12 @@ pub enum LifecycleError {
         source: super::namespace_paths::NamespacePathError,
     },
     #[error("container \"{id}\": {source}")]
+    Pod {
+        id: String,
+        #[source]
+        source: Box<SandboxStoreError>,
+    },
+    #[error("container \"{id}\": {source}")]
     Share {
         id: String,
         #[source]
@@ -106,8 +118,29 @@ pub struct Context {
     pub relay_flags: Vec<String>,
 }
 
+impl Context {
+    /// The sandboxes of this `--root`'s containers.
+    pub fn sandboxes(&self) -> SandboxStore {
+        SandboxStore::new(self.store.root())
+    }
+}
+
 pub fn sandbox_err(id: &str) -> impl Fn(SandboxError) -> LifecycleError + '_ {
     move |source| LifecycleError::Sandbox {
+        id: id.to_string(),
+        source,
+    }
+}
+
+fn pod_err(id: &str) -> impl Fn(SandboxStoreError) -> LifecycleError + '_ {
+    move |source| LifecycleError::Pod {
+        id: id.to_string(),
+        source: Box::new(source),
+    }
+}
+
+fn share_err(id: &str) -> impl Fn(shares::ShareError) -> LifecycleError + '_ {
+    move |source| LifecycleError::Share {
         id: id.to_string(),
         source,
     }
@@ -195,6 +228,7 @@ pub fn prepare(
         created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
         status: Status::Creating,
         annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+        sandbox: None,
         vm: None,
         relay: None,
         exec_relays: Vec::new(),
@@ -233,9 +267,11 @@ fn boot(
 ) -> Result<(Sandbox, Agent), LifecycleError> {
     let id = state.id.clone();
     let started = std::time::Instant::now();
-    let rootfs_guest = format!("/run/ward/containers/{id}/rootfs");
-    let shared_guest = PathBuf::from(format!("/run/ward/containers/{id}/shared"));
-    let guest = guest_spec::translate(&bundle.spec, &shared_guest, |path| {
+    let placement = Placement::of(&id, &state.annotations);
+    let sandbox_id = placement.sandbox_id(&id).to_string();
+    let guest_dir = PathBuf::from(GUEST_SANDBOX_DIR).join(&id);
+    let member = matches!(placement, Placement::Join(_));
+    let guest = guest_spec::translate(&bundle.spec, &guest_dir.join("mounts"), member, |path| {
         std::fs::metadata(path).ok().map(|m| m.is_dir())
     })
     .map_err(|source| LifecycleError::GuestSpec {
@@ -247,72 +283,159 @@ fn boot(
         info!(ctx.log, "host namespaces are not joined: the container gets its own in the guest";
               "container" => &id, "namespaces" => adjusted.unjoined_namespaces.join(","));
     }
-    let shared_host = ctx.store.shared_dir(&id);
-    shares::share(&shared_host, &guest.binds).map_err(|source| LifecycleError::Share {
-        id: id.clone(),
-        source,
-    })?;
-    let shared = vec![
-        SharedDir {
-            tag: ROOTFS_TAG.to_string(),
-            host_path: bundle.rootfs.clone(),
-            read_only: false,
-        },
-        SharedDir {
-            tag: SHARED_TAG.to_string(),
-            host_path: shared_host,
-            read_only: false,
-        },
-    ];
-    let timeout = Duration::from_secs(ctx.config.guest.boot_timeout_secs);
-    let mut attempt = 1;
-    let (sandbox, agent) = loop {
-        let sandbox = Sandbox::launch(
-            &ctx.config,
-            &id,
-            &ctx.store.vm_dir(&id),
-            shared.clone(),
-            &ctx.log,
-        )
-        .map_err(sandbox_err(&id))?;
-        // Record the VM before anything else can fail, so a crash from here on leaves
-        // processes that `delete --force` can find.
-        state.vm = Some(sandbox.vm.clone());
-        ctx.store.save(lock, state)?;
-        match sandbox.wait_for_agent(timeout, &ctx.log) {
-            Ok(agent) => break (sandbox, agent),
-            // The guest is up but its vsock device never came to life: a fresh VM is
-            // the cure, once; a second time means something else is wrong.
-            Err(e @ SandboxError::Unreachable { .. }) if attempt < BOOT_ATTEMPTS => {
-                warn!(ctx.log, "relaunching the VM"; "container" => &id, "attempt" => attempt,
-                      "error" => e.to_string());
-                if let Err(e) = sandbox.shutdown(VM_SHUTDOWN_GRACE) {
-                    warn!(ctx.log, "stopping the VM"; "container" => &id, "error" => e.to_string());
-                }
-                // The next VM's console must not start with this one's "agent ready".
-                let _ = std::fs::remove_file(&sandbox.vm.console_log);
-                attempt += 1;
-            }
-            Err(e) => return Err(sandbox_err(&id)(e)),
+    // Recorded before anything is built, so that teardown after any failure (or crash)
+    // finds the sandbox this container was going into.
+    state.sandbox = Some(sandbox_id.clone());
+    ctx.store.save(lock, state)?;
+
+    let sandboxes = ctx.sandboxes();
+    let sandbox_lock = sandboxes.lock(&sandbox_id).map_err(pod_err(&id))?;
+    let mut pod = match &placement {
+        Placement::Own => {
+            let pod = sandboxes
+                .create(&sandbox_lock, &sandbox_id)
+                .map_err(pod_err(&id))?;
+            sandboxes.save(&sandbox_lock, &pod).map_err(pod_err(&id))?;
+            shares::export(&sandboxes.shared_dir(&sandbox_id)).map_err(share_err(&id))?;
+            pod
+        }
+        Placement::Join(_) => sandboxes.load(&sandbox_id).map_err(pod_err(&id))?,
+    };
+    // The container's rootfs and volumes go into the sandbox's exported directory before
+    // the VM boots (a new sandbox) or while it runs (a pod's next container).
+    let host_dir = sandboxes.shared_dir(&sandbox_id).join(&id);
+    let rootfs = HostBind {
+        source: bundle.rootfs.clone(),
+        name: "rootfs".into(),
+        is_dir: true,
+        read_only: false,
+        recursive: true,
+    };
+    shares::share(&host_dir, &[rootfs]).map_err(share_err(&id))?;
+    shares::share(&host_dir.join("mounts"), &guest.binds).map_err(share_err(&id))?;
+
+    let (sandbox, agent) = match &placement {
+        Placement::Own => {
+            let shared = vec![SharedDir {
+                tag: SANDBOX_TAG.to_string(),
+                host_path: sandboxes.shared_dir(&sandbox_id),
+                read_only: false,
+            }];
+            let default = sizing::Size {
+                vcpus: ctx.config.guest.vcpus,
+                memory_mib: ctx.config.guest.memory_mib,
+            };
+            let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let size = sizing::size(
+                default,
+                &bundle.spec,
+                &state.annotations,
+                u32::try_from(host_cpus).unwrap_or(u32::MAX),
+            );
+            let (sandbox, agent) = launch(
+                ctx,
+                &sandbox_id,
+                &sandboxes.vm_dir(&sandbox_id),
+                size,
+                shared,
+                |vm| {
+                    // Recorded before anything else can fail, so a crash from here on
+                    // leaves processes that `delete --force` can find.
+                    pod.vm = Some(vm.clone());
+                    state.vm = Some(vm.clone());
+                    sandboxes.save(&sandbox_lock, &pod).map_err(pod_err(&id))?;
+                    Ok(ctx.store.save(lock, state)?)
+                },
+            )?;
+            info!(ctx.log, "agent ready"; "container" => &id, "boot_ms" => started.elapsed().as_millis() as u64);
+            (sandbox, agent)
+        }
+        Placement::Join(_) => {
+            let vm = pod
+                .vm
+                .clone()
+                .ok_or_else(|| pod_err(&id)(SandboxStoreError::NotFound(sandbox_id.clone())))?;
+            state.vm = Some(vm.clone());
+            ctx.store.save(lock, state)?;
+            let sandbox = Sandbox::attach(&ctx.config, vm).map_err(sandbox_err(&id))?;
+            let agent = sandbox.agent().map_err(sandbox_err(&id))?;
+            (sandbox, agent)
         }
     };
-    info!(ctx.log, "agent ready"; "container" => &id, "boot_ms" => started.elapsed().as_millis() as u64);
 
-    let shared_fs = sandbox.vm.shared_fs;
-    let share = |tag: &str, mount_point: String| shared_storage(shared_fs, tag, mount_point);
-    let storages = vec![
-        share(ROOTFS_TAG, rootfs_guest.clone()),
-        share(SHARED_TAG, shared_guest.display().to_string()),
-    ];
+    let sandbox_storage = shared_storage(
+        sandbox.vm.shared_fs,
+        SANDBOX_TAG,
+        GUEST_SANDBOX_DIR.to_string(),
+    );
     let spec_json = serde_json::to_vec(&guest.spec).map_err(|e| LifecycleError::Io {
         id: id.clone(),
         what: "serializing the OCI spec".into(),
         source: e.into(),
     })?;
-    agent
-        .create_container(&id, spec_json, storages, &rootfs_guest)
-        .map_err(agent_err(&id))?;
+    let request = NewContainer {
+        id: &id,
+        spec_json,
+        sandbox_storages: vec![sandbox_storage],
+        rootfs_guest_path: &guest_dir.join("rootfs").display().to_string(),
+        sandbox_container: if member {
+            pod.sandbox_container()
+        } else {
+            None
+        },
+        joined_namespaces: &guest.adjustments.pod_namespaces,
+    };
+    agent.create_container(request).map_err(agent_err(&id))?;
+    pod.containers.push(id.clone());
+    sandboxes.save(&sandbox_lock, &pod).map_err(pod_err(&id))?;
+    if member {
+        info!(ctx.log, "container joined its pod's VM"; "container" => &id, "sandbox" => &sandbox_id,
+              "namespaces" => guest.adjustments.pod_namespaces.join(","),
+              "ms" => started.elapsed().as_millis() as u64);
+    }
     Ok((sandbox, agent))
+}
+
+/// Launches a sandbox's VM and waits for its agent; `record` is called with each VM as
+/// soon as it runs.
+fn launch(
+    ctx: &Context,
+    sandbox_id: &str,
+    run_dir: &Path,
+    size: sizing::Size,
+    shared: Vec<SharedDir>,
+    mut record: impl FnMut(&ward_hypervisor::VmInstance) -> Result<(), LifecycleError>,
+) -> Result<(Sandbox, Agent), LifecycleError> {
+    let timeout = Duration::from_secs(ctx.config.guest.boot_timeout_secs);
+    let mut attempt = 1;
+    loop {
+        let sandbox = Sandbox::launch(
+            &ctx.config,
+            sandbox_id,
+            run_dir,
+            size,
+            shared.clone(),
+            &ctx.log,
+        )
+        .map_err(sandbox_err(sandbox_id))?;
+        record(&sandbox.vm)?;
+        match sandbox.wait_for_agent(timeout, &ctx.log) {
+            Ok(agent) => return Ok((sandbox, agent)),
+            // The guest is up but its vsock device never came to life: a fresh VM is
+            // the cure, once; a second time means something else is wrong.
+            Err(e @ SandboxError::Unreachable { .. }) if attempt < BOOT_ATTEMPTS => {
+                warn!(ctx.log, "relaunching the VM"; "sandbox" => sandbox_id, "attempt" => attempt,
+                      "error" => e.to_string());
+                if let Err(e) = sandbox.shutdown(VM_SHUTDOWN_GRACE) {
+                    warn!(ctx.log, "stopping the VM"; "sandbox" => sandbox_id, "error" => e.to_string());
+                }
+                // The next VM's console must not start with this one's "agent ready".
+                let _ = std::fs::remove_file(&sandbox.vm.console_log);
+                attempt += 1;
+            }
+            Err(e) => return Err(sandbox_err(sandbox_id)(e)),
+        }
+    }
 }
 
 /// How the guest mounts a directory the VM shares under `tag`.
@@ -333,29 +456,97 @@ fn shared_storage(fs: SharedFs, tag: &str, mount_point: String) -> Storage {
     }
 }
 
-/// Stops every host process of the container that still runs. Never fails: what cannot be
-/// stopped is logged, and the caller decides whether to keep the state.
+/// Stops every host process of the container that still runs, and takes the container
+/// out of its sandbox: the last container of a sandbox takes the VM with it. Never fails:
+/// what cannot be stopped is logged, and the caller decides whether to keep the state.
 pub fn teardown(ctx: &Context, state: &ContainerState) {
-    if let Some(vm) = &state.vm {
-        match Sandbox::attach(&ctx.config, vm.clone()) {
-            Ok(sandbox) => {
-                if let Err(e) = sandbox.shutdown(VM_SHUTDOWN_GRACE) {
-                    warn!(ctx.log, "stopping the VM"; "container" => &state.id, "error" => e.to_string());
-                }
-            }
-            Err(e) => warn!(ctx.log, "no backend for the VM"; "error" => e.to_string()),
-        }
-    }
-    // Whatever the backend could not stop, and the relay, stop by record.
     let me = std::process::id() as i32;
-    for process in state.processes() {
+    for process in state.relays() {
         if process.pid != me {
             process.terminate(Duration::from_secs(1));
         }
     }
+    // A container created before its sandbox was recorded has nothing else.
+    if let Some(sandbox_id) = &state.sandbox {
+        leave_sandbox(ctx, sandbox_id, state);
+    }
+}
+
+/// Takes container `state` out of sandbox `sandbox_id`.
+fn leave_sandbox(ctx: &Context, sandbox_id: &str, state: &ContainerState) {
+    let id = state.id.as_str();
+    let log = ctx
+        .log
+        .new(slog::o!("container" => id.to_string(), "sandbox" => sandbox_id.to_string()));
+    let sandboxes = ctx.sandboxes();
+    let lock = match sandboxes.lock(sandbox_id) {
+        Ok(lock) => lock,
+        Err(e) => {
+            warn!(log, "cannot lock the sandbox"; "error" => e.to_string());
+            return;
+        }
+    };
+    let shared = sandboxes.shared_dir(sandbox_id);
+    let mut pod = match sandboxes.load(sandbox_id) {
+        Ok(pod) => pod,
+        Err(SandboxStoreError::NotFound(_)) => {
+            // A member whose sandbox is gone, or a create that crashed before the
+            // sandbox's first save: only host mounts can be left.
+            if let Err(e) = shares::remove_unmounted(&shared.join(id)) {
+                warn!(log, "releasing the shared host paths"; "error" => e.to_string());
+            }
+            return;
+        }
+        Err(e) => {
+            warn!(log, "reading the sandbox"; "error" => e.to_string());
+            return;
+        }
+    };
+    // Members that no longer exist (a crashed create) do not keep the VM.
+    let others: Vec<String> = pod
+        .containers
+        .iter()
+        .filter(|c| c.as_str() != id && ctx.store.load(c).is_ok())
+        .cloned()
+        .collect();
+    let vm = pod
+        .vm
+        .clone()
+        .and_then(|vm| Sandbox::attach(&ctx.config, vm).ok());
+    let vm_running = vm.as_ref().is_some_and(Sandbox::is_running);
+    if !others.is_empty() && vm_running {
+        if let Some(agent) = vm.as_ref().and_then(|vm| vm.agent().ok()) {
+            // A container the agent never made (or already removed) is fine.
+            if let Err(e) = agent.remove_container(id) {
+                info!(log, "removing the container in the guest"; "error" => e.to_string());
+            }
+        }
+        if let Err(e) = shares::remove_unmounted(&shared.join(id)) {
+            warn!(log, "releasing the shared host paths"; "error" => e.to_string());
+        }
+        pod.containers = others;
+        if let Err(e) = sandboxes.save(&lock, &pod) {
+            warn!(log, "saving the sandbox"; "error" => e.to_string());
+        }
+        info!(log, "container left its sandbox"; "remaining" => pod.containers.len());
+        return;
+    }
+    if let Some(vm) = &vm {
+        if let Err(e) = vm.shutdown(VM_SHUTDOWN_GRACE) {
+            warn!(log, "stopping the VM"; "error" => e.to_string());
+        }
+    }
+    // Whatever the backend could not stop, stop by record.
+    for process in pod.vm.iter().flat_map(|vm| vm.processes.iter()) {
+        process.terminate(Duration::from_secs(1));
+    }
     // With the file server gone, the host binds it served can go.
-    if let Err(e) = shares::release(&ctx.store.shared_dir(&state.id)) {
-        warn!(ctx.log, "releasing the shared host paths"; "container" => &state.id, "error" => e.to_string());
+    if let Err(e) = shares::release(&shared) {
+        warn!(log, "releasing the shared host paths"; "error" => e.to_string());
+    }
+    match sandboxes.remove(&lock, sandbox_id) {
+        Ok(()) => info!(log, "sandbox removed with its last container"),
+        Err(e) => warn!(log, "removing the sandbox"; "error" => e.to_string()),
     }
 }
 

@@ -47,7 +47,11 @@ pub struct ContainerState {
     pub status: Status,
     #[serde(default)]
     pub annotations: HashMap<String, String>,
-    /// The microVM of this container, once launched.
+    /// The sandbox (pod) this container lives in: its own ID for a container that is a
+    /// sandbox itself. Recorded before the sandbox is touched.
+    #[serde(default)]
+    pub sandbox: Option<String>,
+    /// The microVM of its sandbox, once launched or joined.
     #[serde(default)]
     pub vm: Option<VmInstance>,
     /// The host process standing for the container's init process.
@@ -80,13 +84,10 @@ impl ContainerState {
         }
     }
 
-    /// Every host process this container is made of: relays first, then the VM's.
-    pub fn processes(&self) -> Vec<&ProcessRecord> {
-        self.relay
-            .iter()
-            .chain(self.exec_relays.iter())
-            .chain(self.vm.iter().flat_map(|vm| vm.processes.iter()))
-            .collect()
+    /// The host processes standing for this container's processes. The VM's are the
+    /// sandbox's: other containers may live in it.
+    pub fn relays(&self) -> Vec<&ProcessRecord> {
+        self.relay.iter().chain(self.exec_relays.iter()).collect()
     }
 
     /// The status as it is now, not as last written: a container whose relay or VM died
@@ -148,6 +149,7 @@ mod tests {
             created: "2026-01-01T00:00:00Z".into(),
             status,
             annotations: HashMap::new(),
+            sandbox: None,
             vm: None,
             relay: None,
             exec_relays: Vec::new(),

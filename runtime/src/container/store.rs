@@ -2,7 +2,7 @@
 //! `state.json` (replaced atomically: written to a temporary file, synced, renamed) and
 //! `lock` (flock'ed by every command that changes the container). The directory is created
 //! with mkdir, which is atomic, so two `create`s of one ID cannot both succeed. The VM's
-//! sockets and logs live in `vm/` inside it, so removing the directory removes them all.
+//! sockets, logs and shared directory are the sandbox's (sandbox/store.rs).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -65,14 +65,9 @@ impl Store {
         self.root.join(id)
     }
 
-    /// The private directory of the container's VM (sockets, console log).
-    pub fn vm_dir(&self, id: &str) -> PathBuf {
-        self.dir(id).join("vm")
-    }
-
-    /// Where the container's host bind sources are mounted for the VM's file server.
-    pub fn shared_dir(&self, id: &str) -> PathBuf {
-        self.vm_dir(id).join("shared")
+    /// The `--root` directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     fn state_path(&self, id: &str) -> PathBuf {
@@ -121,11 +116,6 @@ impl Store {
             }
             Err(e) => return Err(Self::io(id, "creating", &dir, e)),
         }
-        let vm_dir = self.vm_dir(id);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&vm_dir)
-            .map_err(|e| Self::io(id, "creating", &vm_dir, e))?;
         self.lock(id)
     }
 
@@ -233,6 +223,7 @@ mod tests {
             created: "now".into(),
             status: Status::Creating,
             annotations: Default::default(),
+            sandbox: None,
             vm: None,
             relay: None,
             exec_relays: Vec::new(),

@@ -8,9 +8,9 @@ use thiserror::Error;
 use ward_agent_protocol::agent::{
     CheckRequest, CreateContainerRequest, DiskInfo, DiskRequest, ExecProcessRequest,
     ListProcessesRequest, OnlineCpusRequest, PauseContainerRequest, ProcessInfo,
-    ResizeTerminalRequest, ResumeContainerRequest, SignalProcessRequest, StartContainerRequest,
-    StatsContainerRequest, StatsContainerResponse, Storage, UpdateContainerRequest,
-    WaitProcessRequest,
+    RemoveContainerRequest, ResizeTerminalRequest, ResumeContainerRequest, SignalProcessRequest,
+    StartContainerRequest, StatsContainerRequest, StatsContainerResponse, Storage,
+    UpdateContainerRequest, WaitProcessRequest,
 };
 use ward_agent_protocol::agent_ttrpc::AgentClient;
 use ward_agent_protocol::{AGENT_VERSION, PROTOCOL_VERSION};
@@ -64,6 +64,20 @@ fn describe(error: ttrpc::Error) -> String {
     }
 }
 
+/// What CreateContainer needs to build one container.
+pub struct NewContainer<'a> {
+    pub id: &'a str,
+    /// The guest's OCI spec, as JSON.
+    pub spec_json: Vec<u8>,
+    /// The sandbox's shared directory, mounted once for all of its containers.
+    pub sandbox_storages: Vec<Storage>,
+    pub rootfs_guest_path: &'a str,
+    /// For a pod's member: its sandbox container, whose namespaces it joins.
+    pub sandbox_container: Option<&'a str>,
+    /// Which ones ("network", "ipc", "uts", "pid").
+    pub joined_namespaces: &'a [String],
+}
+
 impl Agent {
     /// Wraps an open connection to the agent's port and checks the protocol version.
     pub fn over(connection: VsockConnection, timeout: Duration) -> Result<Agent, AgentError> {
@@ -86,22 +100,31 @@ impl Agent {
         Ok(agent)
     }
 
-    pub fn create_container(
-        &self,
-        id: &str,
-        spec_json: Vec<u8>,
-        storages: Vec<Storage>,
-        rootfs_guest_path: &str,
-    ) -> Result<(), AgentError> {
+    pub fn create_container(&self, new: NewContainer<'_>) -> Result<(), AgentError> {
         let mut req = CreateContainerRequest::new();
-        req.container_id = id.to_string();
-        req.oci_spec_json = spec_json;
-        req.storages = storages;
-        req.rootfs_guest_path = rootfs_guest_path.to_string();
+        req.container_id = new.id.to_string();
+        req.oci_spec_json = new.spec_json;
+        req.sandbox_storages = new.sandbox_storages;
+        req.rootfs_guest_path = new.rootfs_guest_path.to_string();
+        if let Some(sandbox) = new.sandbox_container {
+            req.sandbox_container_id = sandbox.to_string();
+            req.joined_namespaces = new.joined_namespaces.to_vec();
+        }
         self.client
             .create_container(ctx(Some(CALL_TIMEOUT)), &req)
             .map(drop)
             .map_err(failed("CreateContainer"))
+    }
+
+    /// Ends every process of a container and removes it from the guest; the VM goes on
+    /// for the pod's other containers.
+    pub fn remove_container(&self, id: &str) -> Result<(), AgentError> {
+        let mut req = RemoveContainerRequest::new();
+        req.container_id = id.to_string();
+        self.client
+            .remove_container(ctx(Some(CALL_TIMEOUT)), &req)
+            .map(drop)
+            .map_err(failed("RemoveContainer"))
     }
 
     pub fn start_container(&self, id: &str) -> Result<(), AgentError> {

@@ -3,7 +3,10 @@
 //! persisted `VmInstance`, so each short-lived `ward` command can pick the VM up again.
 
 pub mod agent;
+pub mod pod;
 pub mod shares;
+pub mod sizing;
+pub mod store;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -72,11 +75,12 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Boots a VM sharing `shared_dirs` and returns once the VM process runs.
+    /// Boots a VM of `size` sharing `shared_dirs` and returns once the VM process runs.
     pub fn launch(
         config: &Config,
         id: &str,
         run_dir: &std::path::Path,
+        size: sizing::Size,
         shared_dirs: Vec<SharedDir>,
         log: &Logger,
     ) -> Result<Sandbox, SandboxError> {
@@ -95,12 +99,13 @@ impl Sandbox {
             kernel: config.guest.kernel.clone(),
             initrd: config.guest.initrd.clone(),
             extra_kernel_params: config.guest.kernel_params.clone(),
-            vcpus: config.guest.vcpus,
-            memory_mib: config.guest.memory_mib,
+            vcpus: size.vcpus,
+            memory_mib: size.memory_mib,
             shared_dirs,
         };
         let vm = hypervisor.launch(&vm_config)?;
-        info!(log, "VM launched"; "container" => id, "vm" => &vm.description,
+        info!(log, "VM launched"; "sandbox" => id, "vm" => &vm.description,
+              "vcpus" => size.vcpus, "memory_mib" => size.memory_mib,
               "pids" => format!("{:?}", vm.processes.iter().map(|p| p.pid).collect::<Vec<_>>()));
         Ok(Sandbox { hypervisor, vm })
     }

@@ -37,6 +37,50 @@ pub enum ShareError {
     Unmount { path: PathBuf, errno: nix::Error },
 }
 
+/// Makes `dir` (which exists) the sandbox's exported directory: a mount point of its own,
+/// with shared propagation. A VM shares its directories once, when it boots, but a pod's
+/// containers come and go while it runs: each one's rootfs and volumes are bind-mounted
+/// below `dir` then. File servers in the host's mount namespace (QEMU's 9p) see such
+/// mounts anyway; a file server in a mount namespace of its own (virtiofsd's sandbox)
+/// sees them only because they propagate from this shared mount to its slave copy.
+pub fn export(dir: &Path) -> Result<(), ShareError> {
+    let bind_err = |errno| ShareError::Bind {
+        source_path: dir.to_path_buf(),
+        target: dir.to_path_buf(),
+        errno,
+    };
+    mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(bind_err)?;
+    mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .map_err(bind_err)
+}
+
+/// Removes `dir` and what is in it, once nothing is mounted below it any more: a
+/// recursive removal through a bind mount would delete the host's files.
+pub fn remove_unmounted(dir: &Path) -> Result<(), ShareError> {
+    release(dir)?;
+    if let Some(path) = mounts_below(dir)?.into_iter().next() {
+        return Err(ShareError::Unmount {
+            path,
+            errno: nix::Error::EBUSY,
+        });
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ShareError::Io {
+            what: "removing",
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// Bind-mounts every source under `dir`, which is created if needed.
 pub fn share(dir: &Path, binds: &[HostBind]) -> Result<(), ShareError> {
     std::fs::create_dir_all(dir).map_err(|source| ShareError::Io {

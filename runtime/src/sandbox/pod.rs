@@ -1,0 +1,149 @@
+//! Which sandbox a container belongs to, read from the annotations engines put in its spec.
+//!
+//! Kubernetes (through containerd's CRI) marks its pause container `sandbox` and every
+//! other container of the pod `container` with the pause container's ID; CRI-O uses its
+//! own names, and podman writes CRI-O's names for the containers of a pod (and none for
+//! the pod's infra container). A container marked as a pod's member joins the VM of the
+//! pod's sandbox; any other container is a sandbox of its own.
+
+use std::collections::HashMap;
+
+use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
+
+/// (container type, sandbox ID) annotation pairs, by engine.
+const POD_ANNOTATIONS: [(&str, &str); 2] = [
+    // containerd's CRI plugin
+    (
+        "io.kubernetes.cri.container-type",
+        "io.kubernetes.cri.sandbox-id",
+    ),
+    // CRI-O, and podman's pods
+    (
+        "io.kubernetes.cri-o.ContainerType",
+        "io.kubernetes.cri-o.SandboxID",
+    ),
+];
+
+/// The container type of a pod's members (the sandbox's is `sandbox`).
+const MEMBER_TYPE: &str = "container";
+
+/// Where a container lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// It is a sandbox: a new VM, whose ID is the container's.
+    Own,
+    /// It joins the running sandbox of this ID.
+    Join(String),
+}
+
+impl Placement {
+    /// The placement of container `id` by its spec's annotations.
+    pub fn of(id: &str, annotations: &HashMap<String, String>) -> Placement {
+        for (type_key, sandbox_key) in POD_ANNOTATIONS {
+            let Some(typ) = annotations.get(type_key) else {
+                continue;
+            };
+            if typ != MEMBER_TYPE {
+                return Placement::Own;
+            }
+            return match annotations.get(sandbox_key) {
+                Some(sandbox) if !sandbox.is_empty() && sandbox != id => {
+                    Placement::Join(sandbox.clone())
+                }
+                _ => Placement::Own,
+            };
+        }
+        Placement::Own
+    }
+
+    /// The ID of the sandbox this container lives in.
+    pub fn sandbox_id<'a>(&'a self, id: &'a str) -> &'a str {
+        match self {
+            Placement::Own => id,
+            Placement::Join(sandbox) => sandbox,
+        }
+    }
+}
+
+/// The namespaces a pod member shares with its sandbox container: those its spec names by
+/// a host path among the types a pod shares. Engines point them at the infra container's
+/// (`/proc/<infra>/ns/net`) or at the pod's (`/run/netns/...`); in the guest both mean
+/// the sandbox container's.
+pub fn shared_namespaces(namespaces: &[LinuxNamespace]) -> Vec<String> {
+    namespaces
+        .iter()
+        .filter(|ns| ns.path().is_some())
+        .filter_map(|ns| match ns.typ() {
+            LinuxNamespaceType::Network => Some("network"),
+            LinuxNamespaceType::Ipc => Some("ipc"),
+            LinuxNamespaceType::Uts => Some("uts"),
+            LinuxNamespaceType::Pid => Some("pid"),
+            _ => None,
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotations(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn cri_sandbox_and_member() {
+        let sandbox = annotations(&[
+            ("io.kubernetes.cri.container-type", "sandbox"),
+            ("io.kubernetes.cri.sandbox-id", "p1"),
+        ]);
+        assert_eq!(Placement::of("p1", &sandbox), Placement::Own);
+        let member = annotations(&[
+            ("io.kubernetes.cri.container-type", "container"),
+            ("io.kubernetes.cri.sandbox-id", "p1"),
+        ]);
+        assert_eq!(Placement::of("c1", &member), Placement::Join("p1".into()));
+        assert_eq!(Placement::of("c1", &member).sandbox_id("c1"), "p1");
+    }
+
+    #[test]
+    fn podman_pod_member_and_infra() {
+        // As podman 4.3 writes them (tests/contracts): the infra container has no type.
+        let infra = annotations(&[("io.kubernetes.cri-o.TTY", "false")]);
+        assert_eq!(Placement::of("infra", &infra), Placement::Own);
+        let member = annotations(&[
+            ("io.kubernetes.cri-o.ContainerType", "container"),
+            ("io.kubernetes.cri-o.SandboxID", "infra"),
+        ]);
+        assert_eq!(Placement::of("c", &member), Placement::Join("infra".into()));
+    }
+
+    #[test]
+    fn a_member_without_a_sandbox_id_or_naming_itself_is_its_own_sandbox() {
+        let no_id = annotations(&[("io.kubernetes.cri.container-type", "container")]);
+        assert_eq!(Placement::of("c", &no_id), Placement::Own);
+        let itself = annotations(&[
+            ("io.kubernetes.cri.container-type", "container"),
+            ("io.kubernetes.cri.sandbox-id", "c"),
+        ]);
+        assert_eq!(Placement::of("c", &itself), Placement::Own);
+    }
+
+    #[test]
+    fn only_namespaces_given_by_path_and_of_pod_types_are_shared() {
+        let namespaces: Vec<LinuxNamespace> = serde_json::from_value(serde_json::json!([
+            {"type": "pid"},
+            {"type": "network", "path": "/proc/7/ns/net"},
+            {"type": "ipc", "path": "/proc/7/ns/ipc"},
+            {"type": "uts", "path": "/proc/7/ns/uts"},
+            {"type": "mount"},
+            {"type": "cgroup", "path": "/proc/7/ns/cgroup"},
+        ]))
+        .unwrap();
+        assert_eq!(shared_namespaces(&namespaces), ["network", "ipc", "uts"]);
+    }
+}

@@ -1,0 +1,159 @@
+//! How big a sandbox's VM boots: ward's defaults (`[guest] vcpus`, `memory_mib`, what the
+//! guest itself needs) plus what the sandbox asks for. The sandbox's limits come from its
+//! own container's `linux.resources` (a podman pod's infra container, a standalone
+//! container) or from the CRI's sandbox annotations (containerd 1.7 and later write the
+//! pod's summed limits there). Containers that join later bring their own resources by
+//! hotplug, not here.
+
+use std::collections::HashMap;
+
+use oci_spec::runtime::Spec;
+
+/// The CRI plugin's annotations for the pod's CPU quota and period and memory limit.
+const CRI_CPU_QUOTA: &str = "io.kubernetes.cri.sandbox-cpu-quota";
+const CRI_CPU_PERIOD: &str = "io.kubernetes.cri.sandbox-cpu-period";
+const CRI_MEMORY: &str = "io.kubernetes.cri.sandbox-memory";
+
+const MIB: u64 = 1024 * 1024;
+
+/// The VM's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size {
+    pub vcpus: u32,
+    pub memory_mib: u32,
+}
+
+/// CPUs a quota and period amount to, rounded up: a limit of 1.5 CPUs needs 2.
+fn cpus(quota: i64, period: u64) -> u32 {
+    if quota <= 0 || period == 0 {
+        return 0;
+    }
+    let quota = quota as u64;
+    u32::try_from(quota.div_ceil(period)).unwrap_or(u32::MAX)
+}
+
+fn mib(bytes: i64) -> u32 {
+    if bytes <= 0 {
+        return 0;
+    }
+    u32::try_from((bytes as u64).div_ceil(MIB)).unwrap_or(u32::MAX)
+}
+
+/// The sandbox's own limits: CPUs and MiB (0 where it sets none).
+fn requested(spec: &Spec, annotations: &HashMap<String, String>) -> (u32, u32) {
+    let number = |key: &str| annotations.get(key).and_then(|v| v.parse::<i64>().ok());
+    let from_annotations = (
+        match (number(CRI_CPU_QUOTA), number(CRI_CPU_PERIOD)) {
+            (Some(quota), Some(period)) if period > 0 => cpus(quota, period as u64),
+            _ => 0,
+        },
+        number(CRI_MEMORY).map(mib).unwrap_or(0),
+    );
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    let cpu = resources.and_then(|r| r.cpu().as_ref());
+    let from_spec = (
+        cpu.and_then(|c| Some(cpus(c.quota()?, c.period()?)))
+            .unwrap_or(0),
+        resources
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit())
+            .map(mib)
+            .unwrap_or(0),
+    );
+    (
+        from_annotations.0.max(from_spec.0),
+        from_annotations.1.max(from_spec.1),
+    )
+}
+
+/// The size of a new sandbox's VM: the defaults, which the guest's own processes (agent,
+/// kernel) use, plus the sandbox's limits; vCPUs never more than `host_cpus`.
+pub fn size(
+    default: Size,
+    spec: &Spec,
+    annotations: &HashMap<String, String>,
+    host_cpus: u32,
+) -> Size {
+    let (cpus, memory) = requested(spec, annotations);
+    Size {
+        vcpus: default
+            .vcpus
+            .saturating_add(cpus)
+            .min(host_cpus.max(default.vcpus)),
+        memory_mib: default.memory_mib.saturating_add(memory),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULT: Size = Size {
+        vcpus: 1,
+        memory_mib: 256,
+    };
+
+    fn spec(resources: serde_json::Value) -> Spec {
+        serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {"cwd": "/", "args": ["sh"], "user": {"uid": 0, "gid": 0}},
+            "linux": {"resources": resources},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn no_limits_mean_the_defaults() {
+        let size = size(DEFAULT, &spec(serde_json::json!({})), &HashMap::new(), 8);
+        assert_eq!(size, DEFAULT);
+    }
+
+    #[test]
+    fn the_specs_limits_are_added_rounded_up() {
+        let s = spec(serde_json::json!({
+            "cpu": {"quota": 150000, "period": 100000},
+            "memory": {"limit": 100 * 1024 * 1024 + 1},
+        }));
+        let size = size(DEFAULT, &s, &HashMap::new(), 8);
+        assert_eq!(
+            size,
+            Size {
+                vcpus: 3,
+                memory_mib: 256 + 101
+            }
+        );
+    }
+
+    #[test]
+    fn cri_sandbox_annotations_count_and_vcpus_stop_at_the_hosts() {
+        let annotations: HashMap<String, String> = [
+            (CRI_CPU_QUOTA, "800000"),
+            (CRI_CPU_PERIOD, "100000"),
+            (CRI_MEMORY, "536870912"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let size = size(DEFAULT, &spec(serde_json::json!({})), &annotations, 4);
+        assert_eq!(
+            size,
+            Size {
+                vcpus: 4,
+                memory_mib: 256 + 512
+            }
+        );
+    }
+
+    #[test]
+    fn unlimited_and_garbage_values_add_nothing() {
+        let s = spec(
+            serde_json::json!({"cpu": {"quota": -1, "period": 100000}, "memory": {"limit": -1}}),
+        );
+        let annotations: HashMap<String, String> = [(CRI_MEMORY, "lots")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(size(DEFAULT, &s, &annotations, 8), DEFAULT);
+    }
+}
