@@ -426,6 +426,87 @@ impl Containerd {
         Containerd::start(&ward.bin, &[("WARD_CONFIG", &config)])
     }
 
+    /// A private containerd whose `io.containerd.ward.v2` runtime is ward's own shim: the
+    /// shim binary is found next to ward (`containerd-shim-ward-v2`, built by the same
+    /// `cargo build`) through containerd's PATH, which containerd's shims inherit along
+    /// with WARD_CONFIG, as in a real install (/usr/local/bin, /etc/ward).
+    pub fn with_ward_shim(ward: &crate::Ward) -> Containerd {
+        Containerd::with_ward_shim_env(ward, true)
+    }
+
+    /// [`Containerd::with_ward_shim`], with WARD_CONFIG left out of containerd's
+    /// environment when `config_env` is false (the runtime options name the file then).
+    pub fn with_ward_shim_env(ward: &crate::Ward, config_env: bool) -> Containerd {
+        let shim = ward_shim_binary(ward);
+        need_shim(&shim);
+        let config = absolute(&ward.config);
+        let dir = absolute(shim.parent().expect("the shim binary has a directory"));
+        let path = match std::env::var_os("PATH") {
+            Some(rest) => {
+                let mut joined = dir.into_os_string();
+                joined.push(":");
+                joined.push(rest);
+                PathBuf::from(joined)
+            }
+            None => dir,
+        };
+        if config_env {
+            Containerd::start(&ward.bin, &[("WARD_CONFIG", &config), ("PATH", &path)])
+        } else {
+            Containerd::start(&ward.bin, &[("PATH", &path)])
+        }
+    }
+
+    /// `ctr run --runtime io.containerd.ward.v2 OPTS IMAGE ID ARGS`.
+    pub fn run_shim(&self, opts: &[&str], id: &str, args: &[&str]) -> Output {
+        let mut command = self.command();
+        command
+            .arg("run")
+            .arg("--runtime")
+            .arg(WARD_SHIM_RUNTIME)
+            .args(opts)
+            .arg(IMAGE)
+            .arg(id)
+            .args(args);
+        output(
+            command,
+            &format!("ctr run --runtime {WARD_SHIM_RUNTIME} {id}"),
+        )
+    }
+
+    /// [`Containerd::run_shim`] with `input` on ctr's stdin (closed after it).
+    pub fn run_shim_with_stdin(
+        &self,
+        opts: &[&str],
+        id: &str,
+        args: &[&str],
+        input: &[u8],
+    ) -> Output {
+        use std::io::Write;
+        let mut command = self.command();
+        command
+            .arg("run")
+            .arg("--runtime")
+            .arg(WARD_SHIM_RUNTIME)
+            .args(opts)
+            .arg(IMAGE)
+            .arg(id)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("starting ctr run");
+        let mut stdin = child.stdin.take().expect("ctr's stdin");
+        stdin.write_all(input).expect("writing ctr's stdin");
+        drop(stdin);
+        child.wait_with_output().expect("waiting for ctr run")
+    }
+
+    /// Where ward's shim keeps the state of this daemon's namespace.
+    pub fn shim_root(&self) -> PathBuf {
+        Path::new("/run/ward-shim").join(&self.namespace)
+    }
+
     /// Moves to namespace `namespace` (importing the image there): containerd's CRI plugin
     /// works in `k8s.io`, and the runc shim keeps the runtime's state under
     /// /run/containerd/runc/<namespace>.
@@ -565,22 +646,64 @@ impl Drop for Containerd {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        // Whatever the runtime still holds in the shim's runtime root.
-        let root = self.runtime_root();
-        if let Ok(entries) = std::fs::read_dir(&root) {
-            for entry in entries.flatten() {
-                let _ = Command::new(&self.runtime)
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "--force"])
-                    .arg(entry.file_name())
-                    .stdin(Stdio::null())
-                    .output();
+        // Whatever the runtime still holds in the runc shim's runtime root, and what
+        // ward's own shim left (its store has the CLI's layout, so `delete --force` works).
+        for root in [self.runtime_root(), self.shim_root()] {
+            if let Ok(entries) = std::fs::read_dir(&root) {
+                for entry in entries.flatten() {
+                    let _ = Command::new(&self.runtime)
+                        .arg("--root")
+                        .arg(&root)
+                        .args(["delete", "--force"])
+                        .arg(entry.file_name())
+                        .stdin(Stdio::null())
+                        .output();
+                }
             }
+            let _ = std::fs::remove_dir_all(&root);
         }
-        let _ = std::fs::remove_dir_all(&root);
         remove_tree(&self.dir);
     }
+}
+
+/// The runtime type of ward's containerd shim.
+pub const WARD_SHIM_RUNTIME: &str = "io.containerd.ward.v2";
+
+/// ward's shim binary: WARD_SHIM_BIN, else next to the ward binary.
+pub fn ward_shim_binary(ward: &crate::Ward) -> PathBuf {
+    std::env::var_os("WARD_SHIM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ward.bin.with_file_name("containerd-shim-ward-v2"))
+}
+
+fn need_shim(shim: &Path) {
+    need(
+        shim.file_name().and_then(|n| n.to_str()) == Some("containerd-shim-ward-v2")
+            && shim.exists(),
+        &format!(
+            "ward's shim at {} (cargo build -p ward-runtime builds it; WARD_SHIM_BIN names \
+             another, which must keep the name containerd-shim-ward-v2)",
+            shim.display()
+        ),
+    );
+}
+
+/// Processes started as ward's shim for containerd namespace `namespace`, each as
+/// "PID COMM: CMDLINE": the shims themselves (comm `containerd-shim`, truncated by the
+/// kernel) and the forked copies the library keeps as watchers (comm `ward-watch`).
+pub fn shim_processes(namespace: &str) -> Vec<String> {
+    pids_mentioning(namespace)
+        .into_iter()
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| text(&c).replace('\0', " "))
+                .ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            cmdline
+                .contains("containerd-shim-ward-v2")
+                .then(|| format!("{pid} {}: {cmdline}", comm.trim()))
+        })
+        .collect()
 }
 
 /// A tmux server of its own, for driving a program through a real pseudo-terminal;
