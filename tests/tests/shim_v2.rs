@@ -207,6 +207,18 @@ fn a_pod_has_one_shim() {
     containerd.wait_task(member, "RUNNING", Duration::from_secs(60));
     let serving = shims(&containerd);
     assert_eq!(serving.len(), 1, "one shim for the pod: {serving:#?}");
+    // The shim's resident memory while it serves a pod of two, for the record.
+    if let Some(pid) = serving[0]
+        .split(|c: char| c == ':' || c.is_whitespace())
+        .next()
+    {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .unwrap_or("VmRSS: ?");
+        eprintln!("the pod's shim (pid {pid}): {rss}");
+    }
     // One VM for the pod: the member runs in its sandbox's.
     let vms = |id: &str| {
         ward_processes_mentioning(&[&format!("guest={id}")])
