@@ -73,8 +73,9 @@ lint:
 unit:
 	$(CARGO) test --workspace --exclude ward-e2e
 
-# Includes the engine tests (tests/tests/{podman,containerd,contract}.rs): podman through
-# conmon and a private containerd drive ward; tools/setup installs the engines. Every test
+# Includes the engine tests (tests/tests/{podman,containerd,docker,cri,contract}.rs): podman through
+# conmon, a private containerd (ctr, and CRI from a gRPC client) and a private dockerd drive ward;
+# tools/setup installs the engines. Every test
 # binary runs even when one fails (--no-fail-fast), so one failure hides no other.
 e2e: assets build config
 	WARD_BIN=$(CURDIR)/$(WARD_DEBUG) WARD_CONFIG=$(CURDIR)/$(TEST_CONFIG) \

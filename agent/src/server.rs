@@ -285,7 +285,8 @@ impl Agent for Service {
     ) -> ttrpc::Result<OnlineCpusResponse> {
         let started = Instant::now();
         info!(self.log, "rpc"; "rpc" => "OnlineCpus", "count" => req.count);
-        let result = hotplug::online_cpus(SYS.as_ref(), req.count, deadline(ctx));
+        let result =
+            hotplug::online_cpus(SYS.as_ref(), req.count, req.offline_surplus, deadline(ctx));
         self.finish("OnlineCpus", "", started, result)
             .map(|online| {
                 let mut reply = OnlineCpusResponse::new();

@@ -118,6 +118,7 @@ fn run_once(o: &Options, qemu: &dyn Hypervisor) -> Result<(), String> {
         vcpus: o.vcpus,
         memory_mib: o.memory_mib,
         shared_dirs: vec![],
+        hotplug: None,
     };
     let mut config = config;
     let shared = dir.path().join("shared");

@@ -107,6 +107,7 @@ fn boot_once(kind: BackendKind, o: &Options, n: usize) -> Result<Sample, String>
         vcpus: o.vcpus,
         memory_mib: o.memory_mib,
         shared_dirs: Vec::new(),
+        hotplug: None,
     };
     let start = Instant::now();
     let vm = hypervisor

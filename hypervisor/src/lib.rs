@@ -72,6 +72,26 @@ pub struct VmConfig {
     pub vcpus: u32,
     pub memory_mib: u32,
     pub shared_dirs: Vec<SharedDir>,
+    /// Room to grow while it runs (a pod's later containers, their disks); None: the VM
+    /// keeps its boot size, and a backend may pick a machine that cannot grow.
+    pub hotplug: Option<HotplugRoom>,
+}
+
+/// How far a running VM may be resized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HotplugRoom {
+    /// The most vCPUs it may have.
+    pub max_vcpus: u32,
+    /// The most memory it may have, MiB.
+    pub max_memory_mib: u32,
+    /// How many disks may be attached at once.
+    pub disk_slots: u32,
+    /// Set by the backend: every vCPU is present from boot and "hotplug" is the guest
+    /// onlining and offlining them (where the guest cannot take ACPI CPU hotplug: Linux
+    /// counts not-yet-plugged CPUs of QEMU's tables only when it detects a hypervisor,
+    /// which it does not under TCG).
+    #[serde(default)]
+    pub cpus_preallocated: bool,
 }
 
 impl VmConfig {
@@ -125,6 +145,9 @@ pub struct VmInstance {
     /// How the VM's shared directories are mounted in the guest.
     #[serde(default)]
     pub shared_fs: SharedFs,
+    /// The room it was launched with to grow; None: it keeps its boot size.
+    #[serde(default)]
+    pub hotplug: Option<HotplugRoom>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +199,8 @@ pub enum Error {
         backend: BackendKind,
         what: &'static str,
     },
+    #[error("cannot {what}: the VM was launched without room to grow (only a sandbox that expects more containers or devices, such as a Kubernetes pod, boots with hotplug slots)")]
+    NoHotplugRoom { what: &'static str },
     #[error("VMM API: {0}")]
     Api(String),
 }
@@ -237,6 +262,15 @@ pub trait Hypervisor {
         Err(Error::Unsupported {
             backend: self.kind(),
             what: "hotplug vCPUs",
+        })
+    }
+
+    /// Brings the guest's memory to `mib` (hot-added in whole blocks); returns the memory
+    /// it has afterwards, which may stay above `mib` where memory cannot be taken back.
+    fn set_memory(&self, _vm: &VmInstance, _mib: u32) -> Result<u32> {
+        Err(Error::Unsupported {
+            backend: self.kind(),
+            what: "hotplug memory",
         })
     }
 }

@@ -46,6 +46,8 @@ pub struct GuestConfig {
     pub initrd: PathBuf,
     pub vcpus: u32,
     pub memory_mib: u32,
+    /// The most vCPUs a pod's VM may grow to as containers join it; 0: the host's CPUs.
+    pub max_vcpus: u32,
     /// Appended to the kernel command line.
     pub kernel_params: String,
     /// How long to wait for the agent after the VM starts. Guest boot speed varies by three
@@ -61,6 +63,7 @@ impl Default for GuestConfig {
             initrd: PathBuf::from("/usr/share/ward/initrd.img"),
             vcpus: 1,
             memory_mib: 256,
+            max_vcpus: 0,
             kernel_params: String::new(),
             boot_timeout_secs: 300,
         }

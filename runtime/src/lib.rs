@@ -10,3 +10,4 @@ pub mod hooks;
 pub mod logging;
 pub mod relay;
 pub mod sandbox;
+pub mod shim;

@@ -59,3 +59,82 @@ fn qemu_kvm_exec_kill_and_delete() {
     assert_eq!(out, "in-qemu\n");
     kill_and_delete(&ward, Path::new(&config), "qs");
 }
+
+/// A Kubernetes pod on qemu with KVM: its VM boots with CPU and memory slots (q35), and
+/// a container that joins with a CPU limit gets its vCPUs through real ACPI CPU hotplug
+/// (the guest sees a hypervisor, so it counts QEMU's unplugged CPU slots), its memory
+/// through a DIMM; both go when it is deleted.
+#[test]
+fn qemu_kvm_pod_member_hotplugs_vcpus_and_memory() {
+    require_hardware_kvm();
+    let ward = Ward::new();
+    let base = std::fs::read_to_string(qemu_kvm_config(&ward)).expect("configuration");
+    let config = ward.dir.path().join("qemu-kvm-pod.toml");
+    std::fs::write(
+        &config,
+        base.replace("[guest]\n", "[guest]\nmax_vcpus = 4\n"),
+    )
+    .unwrap();
+    let annotate = |bundle: &Path, typ: &str, resources: Option<serde_json::Value>| {
+        let path = bundle.join("config.json");
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        spec["annotations"] = serde_json::json!({
+            "io.kubernetes.cri.container-type": typ,
+            "io.kubernetes.cri.sandbox-id": "kpod",
+        });
+        if let Some(resources) = resources {
+            spec["linux"]["resources"] = resources;
+        }
+        std::fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    };
+    let sandbox = ward.bundle("kpod", &["sleep", "100000"]);
+    annotate(&sandbox, "sandbox", None);
+    super::start_bundle(&ward, &config, "kpod", &sandbox);
+    let size = || {
+        let (code, out, err) = exec(
+            &ward,
+            &config,
+            "kpod",
+            &["sh", "-c", "nproc; grep MemTotal /proc/meminfo"],
+        );
+        assert_eq!(code, Some(0), "exec: {err}");
+        out
+    };
+    let before = size();
+    assert!(before.starts_with("1\n"), "{before}");
+    let member = ward.bundle("kmember", &["sleep", "100000"]);
+    annotate(
+        &member,
+        "container",
+        Some(
+            serde_json::json!({"cpu": {"quota": 200000, "period": 100000},
+                                "memory": {"limit": 128 * 1024 * 1024}}),
+        ),
+    );
+    super::start_bundle(&ward, &config, "kmember", &member);
+    let after = size();
+    assert!(
+        after.starts_with("3\n"),
+        "two vCPUs hot-added: {before} -> {after}"
+    );
+    let (code, online, _) = exec(
+        &ward,
+        &config,
+        "kpod",
+        &["cat", "/sys/devices/system/cpu/present"],
+    );
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        online.trim(),
+        "0-2",
+        "real hotplug: the CPUs are present only now"
+    );
+    kill_and_delete(&ward, &config, "kmember");
+    let shrunk = size();
+    assert!(
+        shrunk.starts_with("1\n"),
+        "the member's vCPUs went with it: {shrunk}"
+    );
+    kill_and_delete(&ward, &config, "kpod");
+}

@@ -26,9 +26,10 @@ fn make(target: &str, destdir: &Path, bin_dir: &Path) -> std::process::Output {
         .expect("running make")
 }
 
-const INSTALLED: [&str; 8] = [
+const INSTALLED: [&str; 9] = [
     "usr/bin/ward",
     "usr/bin/ward-vmm",
+    "usr/bin/containerd-shim-ward-v2",
     "usr/share/ward/vmlinux",
     "usr/share/ward/initrd.img",
     "usr/share/ward/kernel.hash",

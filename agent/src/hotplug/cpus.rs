@@ -10,7 +10,14 @@ use crate::sysinfo::cpu_list_ids;
 /// Onlines every present CPU that is offline until `want` are online, waiting for
 /// hot-added ones to appear and ejected ones to go, until `deadline`. Returns the online
 /// list.
-pub fn online_cpus(sys: &Path, want: u32, deadline: Instant) -> Result<String, HotplugError> {
+/// With `offline_surplus`, the highest online CPUs beyond `want` (never CPU 0) are taken
+/// offline instead of waiting for the VMM to eject them.
+pub fn online_cpus(
+    sys: &Path,
+    want: u32,
+    offline_surplus: bool,
+    deadline: Instant,
+) -> Result<String, HotplugError> {
     if want == 0 || want > 8192 {
         return Err(HotplugError::BadCount(want));
     }
@@ -31,7 +38,12 @@ pub fn online_cpus(sys: &Path, want: u32, deadline: Instant) -> Result<String, H
                 .into_iter()
                 .filter(|id| !online.contains(id));
             for id in offline.take(missing) {
-                bring_online(&cpu_dir.join(format!("cpu{id}/online")))?;
+                set_online(&cpu_dir.join(format!("cpu{id}/online")), true)?;
+            }
+        } else if offline_surplus {
+            let surplus = online.len() - want as usize;
+            for id in online.iter().rev().filter(|id| **id != 0).take(surplus) {
+                set_online(&cpu_dir.join(format!("cpu{id}/online")), false)?;
             }
         }
         if Instant::now() >= deadline {
@@ -46,15 +58,16 @@ pub fn online_cpus(sys: &Path, want: u32, deadline: Instant) -> Result<String, H
     }
 }
 
-/// Writes 1 to a CPU's `online` file. A CPU that is being registered or unregistered
+/// Writes 1 or 0 to a CPU's `online` file. A CPU that is being registered or unregistered
 /// right now may have no file, or answer ENODEV: the next round looks again.
-fn bring_online(file: &Path) -> Result<(), HotplugError> {
-    match std::fs::write(file, "1") {
+fn set_online(file: &Path, online: bool) -> Result<(), HotplugError> {
+    let value = if online { "1" } else { "0" };
+    match std::fs::write(file, value) {
         Ok(()) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENODEV)) => Ok(()),
         Err(source) => Err(HotplugError::Write {
             path: file.to_path_buf(),
-            value: "1".into(),
+            value: value.into(),
             source,
         }),
     }
@@ -97,14 +110,25 @@ mod tests {
         // A plain file does not follow the cpuN/online writes as the kernel's list does:
         // the call onlines what is missing, then waits for the list to say so.
         fs::write(cpu.join("online"), "0\n").unwrap();
-        let err = online_cpus(dir.path(), 3, Instant::now() + Duration::from_millis(50));
+        let err = online_cpus(
+            dir.path(),
+            3,
+            false,
+            Instant::now() + Duration::from_millis(50),
+        );
         assert!(matches!(err, Err(HotplugError::CpusTimeout { .. })));
         assert_eq!(fs::read_to_string(cpu.join("cpu1/online")).unwrap(), "1");
         assert_eq!(fs::read_to_string(cpu.join("cpu2/online")).unwrap(), "1");
         assert_eq!(fs::read_to_string(cpu.join("cpu3/online")).unwrap(), "0\n");
 
         fs::write(cpu.join("online"), "0-2\n").unwrap();
-        let online = online_cpus(dir.path(), 3, Instant::now() + Duration::from_secs(1)).unwrap();
+        let online = online_cpus(
+            dir.path(),
+            3,
+            false,
+            Instant::now() + Duration::from_secs(1),
+        )
+        .unwrap();
         assert_eq!(online, "0-2");
     }
 
@@ -113,9 +137,32 @@ mod tests {
         let dir = tree("0-2", &[(1, true), (2, false)]);
         let cpu = dir.path().join("devices/system/cpu");
         fs::write(cpu.join("online"), "0-1\n").unwrap();
-        let err = online_cpus(dir.path(), 1, Instant::now() + Duration::from_millis(50));
+        let err = online_cpus(
+            dir.path(),
+            1,
+            false,
+            Instant::now() + Duration::from_millis(50),
+        );
         assert!(matches!(err, Err(HotplugError::CpusTimeout { .. })));
         assert_eq!(fs::read_to_string(cpu.join("cpu2/online")).unwrap(), "0\n");
+        assert_eq!(fs::read_to_string(cpu.join("cpu1/online")).unwrap(), "1\n");
+    }
+
+    #[test]
+    fn offlines_the_highest_surplus_cpus_when_asked_but_never_cpu0() {
+        let dir = tree("0-3", &[(1, true), (2, true), (3, true)]);
+        let cpu = dir.path().join("devices/system/cpu");
+        fs::write(cpu.join("online"), "0-3\n").unwrap();
+        let err = online_cpus(
+            dir.path(),
+            2,
+            true,
+            Instant::now() + Duration::from_millis(50),
+        );
+        assert!(matches!(err, Err(HotplugError::CpusTimeout { .. })));
+        assert_eq!(fs::read_to_string(cpu.join("cpu3/online")).unwrap(), "0");
+        assert_eq!(fs::read_to_string(cpu.join("cpu2/online")).unwrap(), "0");
+        assert_eq!(fs::read_to_string(cpu.join("cpu1/online")).unwrap(), "1\n");
     }
 
     #[test]
@@ -123,7 +170,12 @@ mod tests {
         // cpu1 is present but its directory is not registered yet.
         let dir = tree("0-1", &[]);
         fs::write(dir.path().join("devices/system/cpu/online"), "0\n").unwrap();
-        let err = online_cpus(dir.path(), 2, Instant::now() + Duration::from_millis(50));
+        let err = online_cpus(
+            dir.path(),
+            2,
+            false,
+            Instant::now() + Duration::from_millis(50),
+        );
         assert!(
             matches!(err, Err(HotplugError::CpusTimeout { .. })),
             "{err:?}"
@@ -134,9 +186,14 @@ mod tests {
     fn gives_up_at_the_deadline_naming_what_it_saw() {
         let dir = tree("0", &[]);
         fs::write(dir.path().join("devices/system/cpu/online"), "0\n").unwrap();
-        let err = online_cpus(dir.path(), 2, Instant::now() + Duration::from_millis(50))
-            .unwrap_err()
-            .to_string();
+        let err = online_cpus(
+            dir.path(),
+            2,
+            false,
+            Instant::now() + Duration::from_millis(50),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("2 CPUs are not online"), "{err}");
         assert!(err.contains("present \"0\""), "{err}");
     }
@@ -146,18 +203,18 @@ mod tests {
         let dir = tree("0", &[]);
         let soon = Instant::now() + Duration::from_millis(50);
         assert!(matches!(
-            online_cpus(dir.path(), 0, soon),
+            online_cpus(dir.path(), 0, false, soon),
             Err(HotplugError::BadCount(0))
         ));
         fs::write(dir.path().join("devices/system/cpu/online"), "0\n").unwrap();
         fs::write(dir.path().join("devices/system/cpu/present"), "0-x\n").unwrap();
         assert!(matches!(
-            online_cpus(dir.path(), 2, soon),
+            online_cpus(dir.path(), 2, false, soon),
             Err(HotplugError::Parse { .. })
         ));
         fs::write(dir.path().join("devices/system/cpu/online"), "zero\n").unwrap();
         assert!(matches!(
-            online_cpus(dir.path(), 1, soon),
+            online_cpus(dir.path(), 1, false, soon),
             Err(HotplugError::Parse { .. })
         ));
     }

@@ -87,6 +87,12 @@ pub fn release_disk(
         .parent()
         .ok_or_else(|| not_hotplugged(format!("{} has no parent", virtio.display())))?;
     let platform_name = file_name(platform);
+    // A virtio-pci disk (QEMU's q35): the VMM removes it through PCIe native hotplug,
+    // which the guest kernel completes by itself; it only had to be unused, as it is.
+    let on_pci = resolve(&platform.join("subsystem")).is_ok_and(|s| s.ends_with("bus/pci"));
+    if on_pci {
+        return Ok(());
+    }
     let slot = resolve(&platform.join("firmware_node"))
         .ok()
         .and_then(|node| node.parent().map(file_name))

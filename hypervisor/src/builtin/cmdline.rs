@@ -70,6 +70,7 @@ mod tests {
                 host_path: "/b/rootfs".into(),
                 read_only: false,
             }],
+            hotplug: None,
         };
         let paths = RunPaths::new(Path::new("/run/ward/c1/vm"));
         let args = vmm_args(&vm, &paths, &[PathBuf::from("/run/ward/c1/vm/fs0.sock")]);

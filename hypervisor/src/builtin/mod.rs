@@ -115,6 +115,7 @@ impl Hypervisor for Builtin {
             console_log: paths.console.clone(),
             description: "builtin ward-vmm kvm".into(),
             shared_fs: SharedFs::Virtiofs,
+            hotplug: None,
         })
     }
 

@@ -17,6 +17,10 @@ pub const BASE_KERNEL_PARAMS: &str = "console=ttyS0 reboot=t panic=-1 quiet";
 
 /// `-sandbox`: QEMU's seccomp filter with every optional deny set (QEMU 7.2 accepts all).
 pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+/// Memory slots (pc-dimm) of a VM that may grow: each hot-add takes one.
+pub const MEMORY_SLOTS: u32 = 8;
+/// The IDs of the PCIe root ports that hot-added disks plug into: `hp0`, `hp1`...
+pub const DISK_PORT_PREFIX: &str = "hp";
 
 /// The longest mount tag virtio-9p accepts.
 const MAX_TAG_LEN: usize = 31;
@@ -111,6 +115,12 @@ pub fn kernel_params(inputs: &Inputs) -> String {
             params.push_str(&format!(" tsc_early_khz={khz}"));
         }
     }
+    if inputs.vm.hotplug.is_some() && inputs.machine == Machine::Q35 {
+        // Hot-added DIMMs go to the movable zone, where the kernel keeps nothing it
+        // cannot migrate: so a DIMM can be emptied and unplugged again when the
+        // container that brought it is deleted.
+        params.push_str(" memhp_default_state=online_movable");
+    }
     let extra = inputs.vm.extra_kernel_params.trim();
     if !extra.is_empty() {
         params.push(' ');
@@ -136,6 +146,12 @@ pub fn validate(vm: &VmConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a growing VM gets all its vCPUs at boot (see `HotplugRoom::cpus_preallocated`):
+/// under TCG, where the guest sees no hypervisor and ignores hot-pluggable CPU slots.
+pub fn preallocated_cpus(inputs: &Inputs) -> bool {
+    inputs.vm.hotplug.is_some() && inputs.machine == Machine::Q35 && inputs.accel == Accel::Tcg
 }
 
 /// The arguments after the program name.
@@ -166,12 +182,25 @@ pub fn qemu_args(inputs: &Inputs) -> Vec<OsString> {
             Accel::Tcg => "max",
         },
     ]);
-    args.plain(&[
-        "-smp",
-        &vm.vcpus.to_string(),
-        "-m",
-        &format!("{}M", vm.memory_mib),
-    ]);
+    // Hotplug room is declared at boot: the CPU and memory slots the firmware tables
+    // describe, and one PCIe root port per disk (q35's root bus takes no hotplug).
+    let room = vm.hotplug.filter(|_| inputs.machine == Machine::Q35);
+    let (smp, memory) = match room {
+        Some(room) => (
+            if preallocated_cpus(inputs) {
+                room.max_vcpus.max(vm.vcpus).to_string()
+            } else {
+                format!("{},maxcpus={}", vm.vcpus, room.max_vcpus.max(vm.vcpus))
+            },
+            format!(
+                "{}M,slots={MEMORY_SLOTS},maxmem={}M",
+                vm.memory_mib,
+                room.max_memory_mib.max(vm.memory_mib)
+            ),
+        ),
+        None => (vm.vcpus.to_string(), format!("{}M", vm.memory_mib)),
+    };
+    args.plain(&["-smp", &smp, "-m", &memory]);
     args.plain(&[
         "-object",
         &format!(
@@ -227,6 +256,13 @@ pub fn qemu_args(inputs: &Inputs) -> Vec<OsString> {
             &format!("virtio-9p-{transport},fsdev=fs{n},mount_tag="),
             OsStr::new(&dir.tag),
         )]);
+    }
+
+    for n in 0..room.map_or(0, |r| r.disk_slots) {
+        args.plain(&[
+            "-device",
+            &format!("pcie-root-port,id={DISK_PORT_PREFIX}{n},chassis={}", n + 1),
+        ]);
     }
 
     match inputs.vsock {

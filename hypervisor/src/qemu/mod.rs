@@ -2,6 +2,7 @@
 //! vsock from the kernel's vhost-vsock or, where that is missing, vhost-device-vsock.
 
 pub mod cmdline;
+mod hotplug;
 mod launch;
 pub mod paths;
 pub mod qmp;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use crate::accel::DEFAULT_CACHE_DIR;
 use crate::{
-    Accel, AccelChoice, BackendKind, Hypervisor, QemuConfig, Result, VmConfig, VmInstance,
+    Accel, AccelChoice, BackendKind, DiskSpec, Hypervisor, QemuConfig, Result, VmConfig, VmInstance,
 };
 
 pub use cmdline::Machine;
@@ -60,6 +61,49 @@ impl Hypervisor for Qemu {
 
     fn shutdown(&self, vm: &VmInstance, grace: Duration) -> Result<()> {
         shutdown::shutdown(vm, grace)
+    }
+
+    fn add_disk(&self, vm: &VmInstance, disk: &DiskSpec) -> Result<()> {
+        self.require_hotplug(vm, "hotplug block devices")?;
+        hotplug::add_disk(vm, disk)
+    }
+
+    fn remove_disk(&self, vm: &VmInstance, id: &str) -> Result<()> {
+        self.require_hotplug(vm, "hot-unplug block devices")?;
+        hotplug::remove_disk(vm, id)
+    }
+
+    fn set_vcpus(&self, vm: &VmInstance, count: u32) -> Result<()> {
+        self.require_hotplug(vm, "hotplug vCPUs")?;
+        match vm.hotplug {
+            // Every vCPU is there already: the guest onlines what it is given.
+            Some(room) if room.cpus_preallocated => {
+                if count == 0 || count > room.max_vcpus {
+                    return Err(crate::Error::Config(format!(
+                        "the VM can have 1 to {} vCPUs, not {count}",
+                        room.max_vcpus
+                    )));
+                }
+                Ok(())
+            }
+            _ => hotplug::set_vcpus(vm, count),
+        }
+    }
+
+    fn set_memory(&self, vm: &VmInstance, mib: u32) -> Result<u32> {
+        self.require_hotplug(vm, "hotplug memory")?;
+        hotplug::set_memory(vm, mib)
+    }
+}
+
+impl Qemu {
+    /// Only a VM launched with hotplug room (a q35 machine with CPU and memory slots and
+    /// root ports) can grow.
+    fn require_hotplug(&self, vm: &VmInstance, what: &'static str) -> Result<()> {
+        match vm.hotplug {
+            Some(_) => Ok(()),
+            None => Err(crate::Error::NoHotplugRoom { what }),
+        }
     }
 }
 

@@ -30,6 +30,7 @@ fn vm_config(dir: &Path) -> VmConfig {
         vcpus: 1,
         memory_mib: 128,
         shared_dirs: vec![],
+        hotplug: None,
     }
 }
 
@@ -151,6 +152,7 @@ fn shutdown_cleans_up_what_is_left_and_succeeds_when_all_is_gone() {
         console_log: paths.console.clone(),
         description: "test".into(),
         shared_fs: crate::SharedFs::NineP,
+        hotplug: None,
     };
     let qemu = Qemu::new(QemuConfig::default(), AccelChoice::Tcg);
     let start = Instant::now();

@@ -9,19 +9,19 @@ use std::time::Duration;
 use slog::{info, warn, Logger};
 use thiserror::Error;
 use ward_agent_protocol::agent::Storage;
-use ward_hypervisor::{ProcessRecord, SharedDir, SharedFs};
+use ward_hypervisor::{DiskSpec, ProcessRecord, SharedDir, SharedFs};
 
 use super::bundle::{Bundle, BundleError};
 use super::guest_spec::HostBind;
 use super::state::{ContainerState, Status};
 use super::store::{ContainerLock, Store, StoreError};
-use super::{guest_spec, namespace_paths};
+use super::{devices, guest_spec, namespace_paths};
 use crate::config::Config;
 use crate::hooks::{self, Stage};
 use crate::sandbox::agent::NewContainer;
-use crate::sandbox::pod::Placement;
+use crate::sandbox::pod::{self, Placement};
 use crate::sandbox::sizing;
-use crate::sandbox::store::{SandboxStore, SandboxStoreError};
+use crate::sandbox::store::{self, SandboxState, SandboxStore, SandboxStoreError};
 use crate::sandbox::{shares, Agent, AgentError, Sandbox, SandboxError};
 
 /// The tag of the sandbox's exported directory (9p tags are at most 31 bytes): every
@@ -100,6 +100,12 @@ pub enum LifecycleError {
         id: String,
         #[source]
         source: Box<SandboxStoreError>,
+    },
+    #[error("container \"{id}\": {source}")]
+    Device {
+        id: String,
+        #[source]
+        source: super::devices::DeviceError,
     },
     #[error("container \"{id}\": {source}")]
     Share {
@@ -271,13 +277,20 @@ fn boot(
     let sandbox_id = placement.sandbox_id(&id).to_string();
     let guest_dir = PathBuf::from(GUEST_SANDBOX_DIR).join(&id);
     let member = matches!(placement, Placement::Join(_));
-    let guest = guest_spec::translate(&bundle.spec, &guest_dir.join("mounts"), member, |path| {
-        std::fs::metadata(path).ok().map(|m| m.is_dir())
-    })
-    .map_err(|source| LifecycleError::GuestSpec {
-        id: id.clone(),
-        source,
+    let blocks = devices::plan(&bundle.spec, devices::host_has_block).map_err(|source| {
+        LifecycleError::Device {
+            id: id.clone(),
+            source,
+        }
     })?;
+    let mut guest =
+        guest_spec::translate(&bundle.spec, &guest_dir.join("mounts"), member, |path| {
+            std::fs::metadata(path).ok().map(|m| m.is_dir())
+        })
+        .map_err(|source| LifecycleError::GuestSpec {
+            id: id.clone(),
+            source,
+        })?;
     let adjusted = &guest.adjustments;
     if !adjusted.unjoined_namespaces.is_empty() {
         info!(ctx.log, "host namespaces are not joined: the container gets its own in the guest";
@@ -325,18 +338,23 @@ fn boot(
                 vcpus: ctx.config.guest.vcpus,
                 memory_mib: ctx.config.guest.memory_mib,
             };
-            let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let size = sizing::size(
-                default,
-                &bundle.spec,
-                &state.annotations,
-                u32::try_from(host_cpus).unwrap_or(u32::MAX),
-            );
+            let host_cpus = sizing::host_cpus();
+            let size = sizing::size(default, &bundle.spec, &state.annotations, host_cpus);
+            let room =
+                (pod::expects_members(&state.annotations) || !blocks.is_empty()).then(|| {
+                    let max_vcpus = match ctx.config.guest.max_vcpus {
+                        0 => host_cpus,
+                        n => n,
+                    };
+                    sizing::room(size, max_vcpus, sizing::host_memory_mib())
+                });
+            pod.base = size;
             let (sandbox, agent) = launch(
                 ctx,
                 &sandbox_id,
                 &sandboxes.vm_dir(&sandbox_id),
                 size,
+                room,
                 shared,
                 |vm| {
                     // Recorded before anything else can fail, so a crash from here on
@@ -359,9 +377,42 @@ fn boot(
             ctx.store.save(lock, state)?;
             let sandbox = Sandbox::attach(&ctx.config, vm).map_err(sandbox_err(&id))?;
             let agent = sandbox.agent().map_err(sandbox_err(&id))?;
+            let share = sizing::container_share(&bundle.spec);
+            if share != sizing::Size::default() {
+                if sandbox.can_grow() {
+                    pod.added.insert(id.clone(), share);
+                    sandboxes.save(&sandbox_lock, &pod).map_err(pod_err(&id))?;
+                    let target = sizing::target(pod.base, pod.added.values());
+                    resize(&sandbox, &agent, target, &ctx.log);
+                } else {
+                    info!(ctx.log, "the pod's VM cannot grow: the container's limits apply in its cgroup only";
+                          "container" => &id, "vcpus" => share.vcpus, "memory_mib" => share.memory_mib);
+                }
+            }
             (sandbox, agent)
         }
     };
+
+    for block in &blocks {
+        let disk = pass_through(&sandboxes, &sandbox_id, &id, block)?;
+        // Recorded before it is added, so that teardown removes it whatever happens.
+        pod.disks
+            .entry(id.clone())
+            .or_default()
+            .push(disk.id.clone());
+        sandboxes.save(&sandbox_lock, &pod).map_err(pod_err(&id))?;
+        let started = std::time::Instant::now();
+        let info = sandbox.add_disk(&agent, &disk).map_err(sandbox_err(&id))?;
+        info!(ctx.log, "block device passed through"; "container" => &id,
+              "host" => format!("{}:{}", block.major, block.minor), "guest" => &info.path,
+              "ms" => started.elapsed().as_millis() as u64);
+        devices::retarget(
+            &mut guest.spec,
+            block,
+            i64::from(info.major),
+            i64::from(info.minor),
+        );
+    }
 
     let sandbox_storage = shared_storage(
         sandbox.vm.shared_fs,
@@ -396,6 +447,99 @@ fn boot(
     Ok((sandbox, agent))
 }
 
+/// A host node for block device `block` in the sandbox's directory (QEMU and ward-vmm
+/// open disks by path; the spec gives only numbers), and the disk that attaches it.
+fn pass_through(
+    sandboxes: &SandboxStore,
+    sandbox_id: &str,
+    id: &str,
+    block: &devices::BlockDevice,
+) -> Result<DiskSpec, LifecycleError> {
+    let dir = sandboxes.device_dir(sandbox_id);
+    let io_err = |what: String, source: std::io::Error| LifecycleError::Io {
+        id: id.to_string(),
+        what,
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| io_err(format!("creating {}", dir.display()), e))?;
+    // Disk IDs are at most 20 characters: 8 for the container, the entry's index.
+    let disk_id = format!("d{}-{}", store::short_name(id), block.index);
+    let node = dir.join(&disk_id);
+    let (Ok(major), Ok(minor)) = (u64::try_from(block.major), u64::try_from(block.minor)) else {
+        return Err(io_err(
+            format!(
+                "device {}: bad number {}:{}",
+                block.path.display(),
+                block.major,
+                block.minor
+            ),
+            std::io::ErrorKind::InvalidInput.into(),
+        ));
+    };
+    let _ = std::fs::remove_file(&node);
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(major, minor),
+    )
+    .map_err(|e| {
+        io_err(
+            format!("making the device node {}", node.display()),
+            e.into(),
+        )
+    })?;
+    Ok(DiskSpec {
+        id: disk_id,
+        path: node,
+        read_only: false,
+    })
+}
+
+/// Removes the disks hot-added for container `id`, with their host nodes.
+fn remove_disks(
+    sandboxes: &SandboxStore,
+    pod: &mut SandboxState,
+    vm: Option<(&Sandbox, &Agent)>,
+    id: &str,
+    log: &Logger,
+) {
+    for disk in pod.disks.remove(id).unwrap_or_default() {
+        if let Some((vm, agent)) = vm {
+            if let Err(e) = vm.remove_disk(agent, &disk) {
+                warn!(log, "removing a disk"; "disk" => &disk, "error" => e.to_string());
+            }
+        }
+        let _ = std::fs::remove_file(sandboxes.device_dir(&pod.id).join(&disk));
+    }
+}
+
+/// Brings a running sandbox's VM to `size` (vCPUs onlined by the agent, memory onlined by
+/// the guest kernel). A VM that cannot reach it stays as it is: the containers' cgroup
+/// limits still hold, so this is logged, not fatal.
+fn resize(sandbox: &Sandbox, agent: &Agent, size: sizing::Size, log: &Logger) {
+    let started = std::time::Instant::now();
+    let vcpus = match sandbox.vm.hotplug {
+        Some(room) => size.vcpus.min(room.max_vcpus),
+        None => size.vcpus,
+    };
+    match sandbox.set_vcpus(agent, vcpus) {
+        Ok(online) => info!(log, "vCPUs hotplugged"; "vcpus" => vcpus, "online" => online,
+                            "ms" => started.elapsed().as_millis() as u64),
+        Err(e) => warn!(log, "resizing the VM's vCPUs"; "vcpus" => vcpus, "error" => e.to_string()),
+    }
+    let started = std::time::Instant::now();
+    match sandbox.set_memory(size.memory_mib) {
+        Ok(now) => {
+            info!(log, "memory hotplugged"; "asked_mib" => size.memory_mib, "memory_mib" => now,
+                         "ms" => started.elapsed().as_millis() as u64)
+        }
+        Err(e) => {
+            warn!(log, "resizing the VM's memory"; "memory_mib" => size.memory_mib, "error" => e.to_string())
+        }
+    }
+}
+
 /// Launches a sandbox's VM and waits for its agent; `record` is called with each VM as
 /// soon as it runs.
 fn launch(
@@ -403,6 +547,7 @@ fn launch(
     sandbox_id: &str,
     run_dir: &Path,
     size: sizing::Size,
+    room: Option<ward_hypervisor::HotplugRoom>,
     shared: Vec<SharedDir>,
     mut record: impl FnMut(&ward_hypervisor::VmInstance) -> Result<(), LifecycleError>,
 ) -> Result<(Sandbox, Agent), LifecycleError> {
@@ -415,12 +560,26 @@ fn launch(
             run_dir,
             size,
             shared.clone(),
+            room,
             &ctx.log,
         )
         .map_err(sandbox_err(sandbox_id))?;
         record(&sandbox.vm)?;
         match sandbox.wait_for_agent(timeout, &ctx.log) {
-            Ok(agent) => return Ok((sandbox, agent)),
+            Ok(agent) => {
+                // A VM whose vCPUs are all present from boot starts with its own share
+                // of them online; containers that join bring more online.
+                if sandbox
+                    .vm
+                    .hotplug
+                    .is_some_and(|room| room.cpus_preallocated)
+                {
+                    sandbox
+                        .set_vcpus(&agent, size.vcpus)
+                        .map_err(sandbox_err(sandbox_id))?;
+                }
+                return Ok((sandbox, agent));
+            }
             // The guest is up but its vsock device never came to life: a fresh VM is
             // the cure, once; a second time means something else is wrong.
             Err(e @ SandboxError::Unreachable { .. }) if attempt < BOOT_ATTEMPTS => {
@@ -515,10 +674,24 @@ fn leave_sandbox(ctx: &Context, sandbox_id: &str, state: &ContainerState) {
         .and_then(|vm| Sandbox::attach(&ctx.config, vm).ok());
     let vm_running = vm.as_ref().is_some_and(Sandbox::is_running);
     if !others.is_empty() && vm_running {
-        if let Some(agent) = vm.as_ref().and_then(|vm| vm.agent().ok()) {
+        let agent = vm.as_ref().and_then(|vm| vm.agent().ok());
+        if let Some(agent) = &agent {
             // A container the agent never made (or already removed) is fine.
             if let Err(e) = agent.remove_container(id) {
                 info!(log, "removing the container in the guest"; "error" => e.to_string());
+            }
+        }
+        // What it brought to the VM goes with it.
+        let both = vm.as_ref().zip(agent.as_ref());
+        remove_disks(&sandboxes, &mut pod, both, id, &log);
+        if pod.added.remove(id).is_some() {
+            if let (Some(vm), Some(agent)) = (&vm, &agent) {
+                resize(
+                    vm,
+                    agent,
+                    sizing::target(pod.base, pod.added.values()),
+                    &log,
+                );
             }
         }
         if let Err(e) = shares::remove_unmounted(&shared.join(id)) {
@@ -840,10 +1013,70 @@ pub fn set_paused(ctx: &Context, id: &str, paused: bool) -> Result<(), Lifecycle
 /// `ward update`: new limits for a live container's cgroup in the guest.
 pub fn update(ctx: &Context, id: &str, resources_json: Vec<u8>) -> Result<(), LifecycleError> {
     let allowed = [Status::Created, Status::Running, Status::Paused];
-    let (_, _, agent) = agent_of(ctx, id, "update", &allowed)?;
+    let (state, sandbox, agent) = agent_of(ctx, id, "update", &allowed)?;
+    let resources: Option<oci_spec::runtime::LinuxResources> =
+        serde_json::from_slice(&resources_json).ok();
     agent.update(id, resources_json).map_err(agent_err(id))?;
     info!(ctx.log, "resources updated"; "container" => id);
+    if let (Some(resources), Some(sandbox_id)) = (resources, &state.sandbox) {
+        resize_for_update(ctx, id, sandbox_id, &sandbox, &agent, &resources);
+    }
     Ok(())
+}
+
+/// After an update of container `id`'s limits, brings its sandbox's VM to the size its
+/// containers now ask for (Kata resizes the VM on UpdateContainer too).
+fn resize_for_update(
+    ctx: &Context,
+    id: &str,
+    sandbox_id: &str,
+    sandbox: &Sandbox,
+    agent: &Agent,
+    resources: &oci_spec::runtime::LinuxResources,
+) {
+    if !sandbox.can_grow() {
+        return;
+    }
+    let log = ctx
+        .log
+        .new(slog::o!("container" => id.to_string(), "sandbox" => sandbox_id.to_string()));
+    let sandboxes = ctx.sandboxes();
+    let Ok(lock) = sandboxes.lock(sandbox_id) else {
+        return;
+    };
+    let mut pod = match sandboxes.load(sandbox_id) {
+        Ok(pod) => pod,
+        Err(e) => {
+            warn!(log, "reading the sandbox"; "error" => e.to_string());
+            return;
+        }
+    };
+    let defaults = sizing::Size {
+        vcpus: ctx.config.guest.vcpus,
+        memory_mib: ctx.config.guest.memory_mib,
+    };
+    if id == sandbox_id {
+        // The sandbox's own container: its limits are in the boot size.
+        let own = sizing::Size {
+            vcpus: pod.base.vcpus.saturating_sub(defaults.vcpus),
+            memory_mib: pod.base.memory_mib.saturating_sub(defaults.memory_mib),
+        };
+        pod.base = sizing::target(defaults, [&sizing::updated_share(own, resources)]);
+    } else {
+        let own = pod.added.get(id).copied().unwrap_or_default();
+        pod.added
+            .insert(id.to_string(), sizing::updated_share(own, resources));
+    }
+    if let Err(e) = sandboxes.save(&lock, &pod) {
+        warn!(log, "saving the sandbox"; "error" => e.to_string());
+        return;
+    }
+    resize(
+        sandbox,
+        agent,
+        sizing::target(pod.base, pod.added.values()),
+        &log,
+    );
 }
 
 /// `ward events`: the container's cgroup statistics.

@@ -1,6 +1,7 @@
 //! Containers: bundles in, state on disk, the lifecycle state machine.
 
 pub mod bundle;
+pub mod devices;
 pub mod guest_spec;
 pub mod namespace_paths;
 pub mod state;

@@ -181,9 +181,11 @@ impl Agent {
     }
 
     /// Onlines hot-added vCPUs until `count` are online; returns the guest's online list.
-    pub fn online_cpus(&self, count: u32) -> Result<String, AgentError> {
+    /// With `offline_surplus`, also offlines the CPUs beyond `count` (see the protocol).
+    pub fn online_cpus(&self, count: u32, offline_surplus: bool) -> Result<String, AgentError> {
         let mut req = OnlineCpusRequest::new();
         req.count = count;
+        req.offline_surplus = offline_surplus;
         self.client
             .online_cpus(ctx(Some(HOTPLUG_TIMEOUT)), &req)
             .map(|reply| reply.online)

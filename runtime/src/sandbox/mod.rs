@@ -86,6 +86,7 @@ impl Sandbox {
         run_dir: &std::path::Path,
         size: sizing::Size,
         shared_dirs: Vec<SharedDir>,
+        hotplug: Option<ward_hypervisor::HotplugRoom>,
         log: &Logger,
     ) -> Result<Sandbox, SandboxError> {
         let hypervisor = ward_hypervisor::backend(&config.hypervisor)?;
@@ -106,6 +107,7 @@ impl Sandbox {
             vcpus: size.vcpus,
             memory_mib: size.memory_mib,
             shared_dirs,
+            hotplug,
         };
         let vm = hypervisor.launch(&vm_config)?;
         info!(log, "VM launched"; "sandbox" => id, "vm" => &vm.description,
@@ -235,7 +237,19 @@ impl Sandbox {
     /// the guest's online CPU list.
     pub fn set_vcpus(&self, agent: &Agent, count: u32) -> Result<String, SandboxError> {
         self.hypervisor.set_vcpus(&self.vm, count)?;
-        Ok(agent.online_cpus(count)?)
+        let preallocated = self.vm.hotplug.is_some_and(|room| room.cpus_preallocated);
+        Ok(agent.online_cpus(count, preallocated)?)
+    }
+
+    /// Brings the VM's memory to `mib` (the guest onlines hot-added memory by itself);
+    /// returns what it has afterwards.
+    pub fn set_memory(&self, mib: u32) -> Result<u32, SandboxError> {
+        Ok(self.hypervisor.set_memory(&self.vm, mib)?)
+    }
+
+    /// Whether the VM was launched with room to grow.
+    pub fn can_grow(&self) -> bool {
+        self.vm.hotplug.is_some() || self.vm.backend == ward_hypervisor::BackendKind::Builtin
     }
 
     /// Hot-adds `disk` and returns once the guest has its block device.

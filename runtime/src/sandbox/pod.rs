@@ -24,8 +24,18 @@ const POD_ANNOTATIONS: [(&str, &str); 2] = [
     ),
 ];
 
-/// The container type of a pod's members (the sandbox's is `sandbox`).
+/// The container type of a pod's members.
 const MEMBER_TYPE: &str = "container";
+/// The container type of a pod's sandbox (pause) container.
+const SANDBOX_TYPE: &str = "sandbox";
+
+/// Whether the container is a pod's sandbox, which other containers will join: its VM
+/// then boots with room to grow for them.
+pub fn expects_members(annotations: &HashMap<String, String>) -> bool {
+    POD_ANNOTATIONS
+        .iter()
+        .any(|(type_key, _)| annotations.get(*type_key).map(String::as_str) == Some(SANDBOX_TYPE))
+}
 
 /// Where a container lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +118,15 @@ mod tests {
         ]);
         assert_eq!(Placement::of("c1", &member), Placement::Join("p1".into()));
         assert_eq!(Placement::of("c1", &member).sandbox_id("c1"), "p1");
+    }
+
+    #[test]
+    fn only_a_pods_sandbox_expects_members() {
+        let sandbox = annotations(&[("io.kubernetes.cri.container-type", "sandbox")]);
+        assert!(expects_members(&sandbox));
+        let member = annotations(&[("io.kubernetes.cri-o.ContainerType", "container")]);
+        assert!(!expects_members(&member));
+        assert!(!expects_members(&HashMap::new()));
     }
 
     #[test]

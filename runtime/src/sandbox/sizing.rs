@@ -17,7 +17,7 @@ const CRI_MEMORY: &str = "io.kubernetes.cri.sandbox-memory";
 const MIB: u64 = 1024 * 1024;
 
 /// The VM's size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Size {
     pub vcpus: u32,
     pub memory_mib: u32,
@@ -66,6 +66,68 @@ fn requested(spec: &Spec, annotations: &HashMap<String, String>) -> (u32, u32) {
     )
 }
 
+/// What a container joining a running sandbox adds to its VM: its CPU limit in whole
+/// vCPUs and its memory limit (the `addResources` of Kata's containers).
+pub fn container_share(spec: &Spec) -> Size {
+    let (vcpus, memory_mib) = requested(spec, &HashMap::new());
+    Size { vcpus, memory_mib }
+}
+
+/// A container's share after `ward update` (or the shim's Update) gave it `resources`:
+/// what the update names replaces what it had, the rest stays.
+pub fn updated_share(previous: Size, resources: &oci_spec::runtime::LinuxResources) -> Size {
+    let mut share = previous;
+    if let Some(cpu) = resources.cpu() {
+        if let (Some(quota), Some(period)) = (cpu.quota(), cpu.period()) {
+            share.vcpus = cpus(quota, period);
+        }
+    }
+    if let Some(limit) = resources.memory().as_ref().and_then(|m| m.limit()) {
+        share.memory_mib = mib(limit);
+    }
+    share
+}
+
+/// The size a sandbox's VM should have: its boot size plus what each container that
+/// joined it brought.
+pub fn target<'a>(base: Size, added: impl IntoIterator<Item = &'a Size>) -> Size {
+    added.into_iter().fold(base, |sum, share| Size {
+        vcpus: sum.vcpus.saturating_add(share.vcpus),
+        memory_mib: sum.memory_mib.saturating_add(share.memory_mib),
+    })
+}
+
+/// Disks a growing VM may hold at once.
+const DISK_SLOTS: u32 = 8;
+
+/// The room a sandbox's VM boots with when containers will join it: up to `max_vcpus`
+/// vCPUs, memory up to the host's.
+pub fn room(base: Size, max_vcpus: u32, host_memory_mib: u32) -> ward_hypervisor::HotplugRoom {
+    ward_hypervisor::HotplugRoom {
+        max_vcpus: max_vcpus.max(base.vcpus),
+        max_memory_mib: host_memory_mib.max(base.memory_mib),
+        disk_slots: DISK_SLOTS,
+        cpus_preallocated: false,
+    }
+}
+
+/// The host's memory, MiB (0 when /proc/meminfo cannot say).
+pub fn host_memory_mib() -> u32 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| u32::try_from(kib / 1024).unwrap_or(u32::MAX))
+}
+
+/// The host's CPUs.
+pub fn host_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+}
+
 /// The size of a new sandbox's VM: the defaults, which the guest's own processes (agent,
 /// kernel) use, plus the sandbox's limits; vCPUs never more than `host_cpus`.
 pub fn size(
@@ -101,6 +163,58 @@ mod tests {
             "linux": {"resources": resources},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_joining_container_adds_its_limits() {
+        let s = spec(serde_json::json!({
+            "cpu": {"quota": 200000, "period": 100000},
+            "memory": {"limit": 64 * 1024 * 1024},
+        }));
+        let share = container_share(&s);
+        assert_eq!(
+            share,
+            Size {
+                vcpus: 2,
+                memory_mib: 64
+            }
+        );
+        assert_eq!(
+            target(DEFAULT, [&share, &share]),
+            Size {
+                vcpus: 5,
+                memory_mib: 384
+            }
+        );
+        assert_eq!(target(DEFAULT, []), DEFAULT);
+    }
+
+    #[test]
+    fn an_update_replaces_what_it_names() {
+        let before = Size {
+            vcpus: 2,
+            memory_mib: 64,
+        };
+        let resources: oci_spec::runtime::LinuxResources =
+            serde_json::from_value(serde_json::json!({"cpu": {"quota": 300000, "period": 100000}}))
+                .unwrap();
+        assert_eq!(
+            updated_share(before, &resources),
+            Size {
+                vcpus: 3,
+                memory_mib: 64
+            }
+        );
+        let unlimited: oci_spec::runtime::LinuxResources =
+            serde_json::from_value(serde_json::json!({"cpu": {"quota": -1, "period": 100000}}))
+                .unwrap();
+        assert_eq!(
+            updated_share(before, &unlimited),
+            Size {
+                vcpus: 0,
+                memory_mib: 64
+            }
+        );
     }
 
     #[test]

@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use ward_hypervisor::VmInstance;
 
+use super::sizing::Size;
+
 /// Where sandbox directories live. Short on purpose: see the module comment.
 pub const SANDBOX_BASE: &str = "/run/ward-sandboxes";
 
@@ -58,6 +60,15 @@ pub struct SandboxState {
     /// container, whose namespaces the others join.
     #[serde(default)]
     pub containers: Vec<String>,
+    /// The VM's size at boot (the defaults and the sandbox's own limits).
+    #[serde(default)]
+    pub base: Size,
+    /// What each container that joined later added by hotplug.
+    #[serde(default)]
+    pub added: std::collections::BTreeMap<String, Size>,
+    /// The disks hot-added for each container (their IDs), removed with it.
+    #[serde(default)]
+    pub disks: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl SandboxState {
@@ -90,6 +101,11 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     hash
 }
 
+/// A short stable name for `text` (8 hex digits), for names with a length limit.
+pub fn short_name(text: &str) -> String {
+    format!("{:08x}", fnv1a64(text.as_bytes()) as u32)
+}
+
 impl SandboxStore {
     pub fn new(root: &Path) -> SandboxStore {
         SandboxStore::with_base(Path::new(SANDBOX_BASE), root)
@@ -118,6 +134,11 @@ impl SandboxStore {
     /// The VM's run directory: its sockets and console.
     pub fn vm_dir(&self, id: &str) -> PathBuf {
         self.dir(id).join("vm")
+    }
+
+    /// Where host device nodes for the VM's disks are made.
+    pub fn device_dir(&self, id: &str) -> PathBuf {
+        self.dir(id).join("dev")
     }
 
     /// The directory the VM exports to the guest.
@@ -188,6 +209,9 @@ impl SandboxStore {
             root: self.root.clone(),
             vm: None,
             containers: Vec::new(),
+            base: Size::default(),
+            added: Default::default(),
+            disks: Default::default(),
         })
     }
 

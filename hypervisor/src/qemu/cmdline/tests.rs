@@ -24,6 +24,7 @@ fn vm() -> VmConfig {
                 read_only: true,
             },
         ],
+        hotplug: None,
     }
 }
 
