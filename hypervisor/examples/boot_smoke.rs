@@ -119,6 +119,7 @@ fn run_once(o: &Options, qemu: &dyn Hypervisor) -> Result<(), String> {
         memory_mib: o.memory_mib,
         shared_dirs: vec![],
         hotplug: None,
+        host_cgroups: Vec::new(),
     };
     let mut config = config;
     let shared = dir.path().join("shared");

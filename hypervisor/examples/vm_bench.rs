@@ -108,6 +108,7 @@ fn boot_once(kind: BackendKind, o: &Options, n: usize) -> Result<Sample, String>
         memory_mib: o.memory_mib,
         shared_dirs: Vec::new(),
         hotplug: None,
+        host_cgroups: Vec::new(),
     };
     let start = Instant::now();
     let vm = hypervisor

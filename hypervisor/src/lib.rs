@@ -75,6 +75,10 @@ pub struct VmConfig {
     /// Room to grow while it runs (a pod's later containers, their disks); None: the VM
     /// keeps its boot size, and a backend may pick a machine that cannot grow.
     pub hotplug: Option<HotplugRoom>,
+    /// The host cgroup every process of this VM runs in: one directory per hierarchy
+    /// under cgroup v1, one under v2, each process joining all of them before it runs
+    /// (see `jail::cgroup`). Empty: they stay in the cgroup of the `ward` that starts them.
+    pub host_cgroups: Vec<PathBuf>,
 }
 
 /// How far a running VM may be resized.
@@ -162,6 +166,12 @@ pub enum Error {
     MissingBinary { binary: String, hint: String },
     #[error("cannot start {what}: {source}")]
     Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot move {what} into the sandbox's host cgroup: {source}")]
+    CgroupJoin {
         what: String,
         #[source]
         source: std::io::Error,

@@ -71,6 +71,7 @@ mod tests {
                 read_only: false,
             }],
             hotplug: None,
+            host_cgroups: Vec::new(),
         };
         let paths = RunPaths::new(Path::new("/run/ward/c1/vm"));
         let args = vmm_args(&vm, &paths, &[PathBuf::from("/run/ward/c1/vm/fs0.sock")]);

@@ -12,7 +12,7 @@ pub mod virtiofsd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::detach::{find_binary, spawn_detached, Privileges, Program};
+use crate::detach::{find_binary, spawn_detached, CgroupJoin, Privileges, Program};
 use crate::runfiles;
 use crate::{
     Accel, BackendKind, BuiltinConfig, DiskSpec, Error, Hypervisor, ProcessRecord, Result,
@@ -80,8 +80,10 @@ impl Hypervisor for Builtin {
         paths.check_socket_lengths(vm.shared_dirs.len())?;
         paths.remove_sockets(vm.shared_dirs.len())?;
 
+        // virtiofsd and ward-vmm join the sandbox's host cgroup before they run.
+        let cgroup = CgroupJoin::open(&vm.host_cgroups)?;
         let (mut processes, fs_sockets) =
-            virtiofsd::start_all(&self.config.virtiofsd, &vm.shared_dirs, &paths)?;
+            virtiofsd::start_all(&self.config.virtiofsd, &vm.shared_dirs, &paths, &cgroup)?;
         let args = cmdline::vmm_args(vm, &paths, &fs_sockets);
         let started = (|| {
             // No capabilities: ward-vmm opens only what root owns (/dev/kvm, its run
@@ -89,7 +91,8 @@ impl Hypervisor for Builtin {
             // any privilege; with no_new_privs it could not regain one by exec either (its
             // seccomp filters forbid exec outright).
             let program = Program::new("ward-vmm", &binary, &args, &paths.dir, &paths.vmm_log)?
-                .privileges(Privileges::None);
+                .privileges(Privileges::None)
+                .cgroup(&cgroup)?;
             let pid = spawn_detached(&program)?;
             ProcessRecord::of("ward-vmm", pid).ok_or_else(|| vmm_died(&paths))
         })();

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::detach::{find_binary, spawn_detached, Privileges, Program};
+use crate::detach::{find_binary, spawn_detached, CgroupJoin, Privileges, Program};
 use crate::{runfiles, Error, ProcessRecord, Result, SharedDir};
 
 use super::paths::RunPaths;
@@ -50,11 +50,13 @@ pub fn args(dir: &SharedDir, socket: &Path) -> Vec<std::ffi::OsString> {
     args
 }
 
-/// Starts virtiofsd for every shared directory and waits for their sockets.
+/// Starts virtiofsd for every shared directory, in the cgroup `cgroup` opened, and waits
+/// for their sockets.
 pub fn start_all(
     binary: &Path,
     dirs: &[SharedDir],
     paths: &RunPaths,
+    cgroup: &CgroupJoin,
 ) -> Result<(Vec<ProcessRecord>, Vec<PathBuf>)> {
     if dirs.is_empty() {
         return Ok((Vec::new(), Vec::new()));
@@ -74,7 +76,8 @@ pub fn start_all(
             // virtiofsd needs root's capabilities to build its sandbox and then keeps
             // only its list (see MODCAPS); no_new_privs on top.
             let program = Program::new("virtiofsd", &path, &args(dir, &socket), &paths.dir, &log)?
-                .privileges(Privileges::NoNewPrivs);
+                .privileges(Privileges::NoNewPrivs)
+                .cgroup(cgroup)?;
             let pid = spawn_detached(&program)?;
             let record = ProcessRecord::of("virtiofsd", pid)
                 .ok_or_else(|| runfiles::helper_died("virtiofsd", "exited at once", &log))?;

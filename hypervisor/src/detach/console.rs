@@ -13,7 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::{child, double_fork, high_fd, max_fd, pipe};
-use crate::jail::Privileges;
+use crate::jail::{CgroupJoin, Privileges};
 use crate::{Error, Result};
 
 /// The most a QEMU console log holds: as ward-vmm's (hypervisor/vmm serial.rs).
@@ -29,8 +29,9 @@ pub struct ConsoleKeeper {
     pub pid: i32,
 }
 
-/// Starts a keeper appending to `log` (created 0600 if missing), at most `limit` bytes.
-pub fn spawn_console_keeper(log: &Path, limit: u64) -> Result<ConsoleKeeper> {
+/// Starts a keeper appending to `log` (created 0600 if missing), at most `limit` bytes, in
+/// the cgroup `cgroup` opened.
+pub fn spawn_console_keeper(log: &Path, limit: u64, cgroup: &CgroupJoin) -> Result<ConsoleKeeper> {
     let file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -50,10 +51,11 @@ pub fn spawn_console_keeper(log: &Path, limit: u64) -> Result<ConsoleKeeper> {
     let mut keep = [r, f, null];
     keep.sort_unstable();
     let max = max_fd();
+    let cgroups = cgroup.fds();
     // SAFETY: the keeper only makes raw system calls (dup2, close, prctl, capset, read,
     // write, ftruncate, _exit) on descriptors and memory prepared before the fork.
     let pid = unsafe {
-        double_fork("the console keeper", move || {
+        double_fork("the console keeper", &cgroups, move || {
             keep_log(r, f, null, &keep, max, len, limit);
         })
     }?;
@@ -154,7 +156,7 @@ mod tests {
         let log = dir.path().join("console.log");
         std::fs::write(&log, vec![b'#'; 500]).unwrap();
         let limit = 10_000;
-        let keeper = spawn_console_keeper(&log, limit).unwrap();
+        let keeper = spawn_console_keeper(&log, limit, &CgroupJoin::default()).unwrap();
         let mut writer = std::fs::File::from(keeper.writer);
         let mut max = 0;
         for i in 0..200u32 {

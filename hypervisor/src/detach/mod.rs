@@ -12,7 +12,9 @@
 //!
 //! The helper gets: a new session (no signals from ward's terminal), stdin /dev/null,
 //! stdout and stderr to a log file, the descriptors it is explicitly handed and no other,
-//! default signal dispositions, and its run directory as working directory.
+//! default signal dispositions, and its run directory as working directory. Given a
+//! [`CgroupJoin`], the intermediate process joins the sandbox's host cgroup before it
+//! forks, so the helper (and whatever it starts) is in it from its first instruction.
 
 mod child;
 mod console;
@@ -28,7 +30,7 @@ use libc::c_char;
 pub use console::{spawn_console_keeper, CONSOLE_LOG_LIMIT};
 pub use supervise::{spawn_supervised, Supervised};
 
-pub use crate::jail::Privileges;
+pub use crate::jail::{CgroupJoin, Privileges};
 use crate::{Error, Result};
 use child::{ExecPlan, FIRST_SOURCE_FD, MAX_PASS};
 
@@ -46,6 +48,7 @@ pub struct Program {
     output: OwnedFd,
     pass: Vec<OwnedFd>,
     privileges: Privileges,
+    cgroup: CgroupJoin,
 }
 
 impl Program {
@@ -98,7 +101,14 @@ impl Program {
             output: high_fd(output.into())?,
             pass: Vec::new(),
             privileges: Privileges::Inherit,
+            cgroup: CgroupJoin::default(),
         })
+    }
+
+    /// Runs the program in the cgroup `join` opened (the default: ward's own).
+    pub fn cgroup(mut self, join: &CgroupJoin) -> Result<Program> {
+        self.cgroup = join.try_clone()?;
+        Ok(self)
     }
 
     /// Runs the program with at most `privileges` (the default: ward's own).
@@ -197,13 +207,21 @@ fn max_fd() -> RawFd {
     }
 }
 
+/// What the intermediate process of [`double_fork`] reports first; the PID or an errno
+/// follows.
+const FORKED: i32 = 0;
+const FORK_FAILED: i32 = 1;
+const CGROUP_JOIN_FAILED: i32 = 2;
+
 /// Forks twice and runs `child` in the grandchild, whose parent is then init; returns the
-/// grandchild's PID once the intermediate process has been reaped.
+/// grandchild's PID once the intermediate process has been reaped. The intermediate joins
+/// the cgroups whose `cgroup.procs` descriptors `cgroups` holds before it forks again, so
+/// the grandchild is born in them (nothing of it ever runs outside).
 ///
 /// # Safety
 /// `child` runs in a forked copy of a possibly multi-threaded process: it may only make
 /// async-signal-safe calls, must not allocate or panic, and should end with exec or `_exit`.
-unsafe fn double_fork(what: &str, child: impl FnOnce()) -> Result<i32> {
+unsafe fn double_fork(what: &str, cgroups: &[RawFd], child: impl FnOnce()) -> Result<i32> {
     let (pid_r, pid_w) = pipe()?;
     let spawn_err = |e: std::io::Error| Error::Spawn {
         what: what.to_string(),
@@ -215,24 +233,38 @@ unsafe fn double_fork(what: &str, child: impl FnOnce()) -> Result<i32> {
     }
     if intermediate == 0 {
         libc::setsid();
+        let joined = crate::jail::cgroup::join(cgroups);
+        if joined != 0 {
+            child::write_i32(pid_w.as_raw_fd(), CGROUP_JOIN_FAILED);
+            child::write_i32(pid_w.as_raw_fd(), joined);
+            libc::_exit(0);
+        }
         let grandchild = libc::fork();
         if grandchild == 0 {
             child();
             libc::_exit(127);
         }
-        let report = if grandchild < 0 {
-            -*libc::__errno_location()
+        if grandchild < 0 {
+            let errno = *libc::__errno_location();
+            child::write_i32(pid_w.as_raw_fd(), FORK_FAILED);
+            child::write_i32(pid_w.as_raw_fd(), errno);
         } else {
-            grandchild
-        };
-        child::write_i32(pid_w.as_raw_fd(), report);
+            child::write_i32(pid_w.as_raw_fd(), FORKED);
+            child::write_i32(pid_w.as_raw_fd(), grandchild);
+        }
         libc::_exit(0);
     }
     drop(pid_w);
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(intermediate), None);
-    match child::read_i32(pid_r.as_raw_fd()) {
-        Some(pid) if pid > 0 => Ok(pid),
-        Some(errno) => Err(spawn_err(std::io::Error::from_raw_os_error(-errno))),
+    let report = child::read_i32(pid_r.as_raw_fd())
+        .and_then(|stage| Some((stage, child::read_i32(pid_r.as_raw_fd())?)));
+    match report {
+        Some((FORKED, pid)) if pid > 0 => Ok(pid),
+        Some((CGROUP_JOIN_FAILED, errno)) => Err(Error::CgroupJoin {
+            what: what.to_string(),
+            source: std::io::Error::from_raw_os_error(errno),
+        }),
+        Some((_, errno)) => Err(spawn_err(std::io::Error::from_raw_os_error(errno))),
         None => Err(spawn_err(std::io::Error::other(
             "the intermediate process died before reporting",
         ))),
@@ -260,7 +292,8 @@ pub fn spawn_detached(program: &Program) -> Result<i32> {
     // SAFETY: the child only runs `child::exec`, which makes async-signal-safe calls on
     // the plan prepared above; the plan's memory and fds live in the parent until after
     // the fork (they are copied with it).
-    let pid = unsafe { double_fork(program.what(), move || child::exec(&plan, err_fd)) }?;
+    let cgroups = program.cgroup.fds();
+    let pid = unsafe { double_fork(program.what(), &cgroups, move || child::exec(&plan, err_fd)) }?;
     drop(err_w);
     exec_outcome(program.what(), &err_r)?;
     Ok(pid)

@@ -59,9 +59,11 @@ pub fn spawn_supervised(program: &Program) -> Result<Supervised> {
         err: err_w.as_raw_fd(),
     };
     let what = format!("{} watcher", program.what());
+    // The watcher joins the program's cgroup, and the helper it forks is born there.
+    let cgroups = program.cgroup.fds();
     // SAFETY: `watch` only makes async-signal-safe calls on the plan and descriptors
     // prepared above (`keep` is allocated before the fork and only read after it).
-    let watcher = unsafe { double_fork(&what, || watch(&plan, &keep, fds)) }?;
+    let watcher = unsafe { double_fork(&what, &cgroups, || watch(&plan, &keep, fds)) }?;
     drop((go_r, report_w, err_w));
     // SAFETY: reading from a pipe we own.
     let helper = match unsafe { child::read_i32(report_r.as_raw_fd()) } {

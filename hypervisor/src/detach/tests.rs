@@ -158,3 +158,96 @@ fn finds_binaries_in_path() {
     );
     assert!(find_binary(Path::new("no-such-binary-ward")).is_none());
 }
+
+/// A regular file stands in for `cgroup.procs`: the intermediate process writes "0" to it
+/// before the program exists.
+#[test]
+fn a_program_joins_its_cgroup_before_it_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cgroup = dir.path().join("cg");
+    std::fs::create_dir(&cgroup).expect("mkdir");
+    std::fs::write(cgroup.join("cgroup.procs"), "").expect("procs");
+    let join = CgroupJoin::open(std::slice::from_ref(&cgroup)).expect("open");
+    let program = sh(dir.path(), "true").cgroup(&join).expect("cgroup");
+    spawn_detached(&program).expect("spawn");
+    assert_eq!(
+        std::fs::read_to_string(cgroup.join("cgroup.procs")).expect("read"),
+        "0"
+    );
+}
+
+/// A cgroup that refuses the process (here a `cgroup.procs` that is /dev/full) fails the
+/// start with an error that says so, and nothing runs.
+#[test]
+fn a_refused_cgroup_join_fails_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cgroup = dir.path().join("cg");
+    std::fs::create_dir(&cgroup).expect("mkdir");
+    std::os::unix::fs::symlink("/dev/full", cgroup.join("cgroup.procs")).expect("symlink");
+    let join = CgroupJoin::open(std::slice::from_ref(&cgroup)).expect("open");
+    let marker = dir.path().join("ran");
+    let program = sh(dir.path(), &format!("touch {}", marker.display()))
+        .cgroup(&join)
+        .expect("cgroup");
+    let err = spawn_detached(&program).expect_err("the join must fail");
+    assert!(
+        matches!(err, Error::CgroupJoin { .. }),
+        "unexpected error: {err}"
+    );
+    assert!(err.to_string().contains("host cgroup"), "{err}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!marker.exists(), "the program ran outside its cgroup");
+}
+
+/// The real thing, where this test may make a cgroup (root with a writable cgroupfs):
+/// the program, and the helper of a supervised one with its watcher, are in it.
+#[test]
+fn programs_and_watchers_land_in_a_real_cgroup() {
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let (base, controller) = if v2 {
+        ("/sys/fs/cgroup", "")
+    } else {
+        ("/sys/fs/cgroup/pids", "pids")
+    };
+    let name = format!("ward-detach-test-{}", std::process::id());
+    let cgroup = Path::new(base).join(&name);
+    if std::fs::create_dir(&cgroup).is_err() {
+        eprintln!("skipped: cannot create {}", cgroup.display());
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let join = CgroupJoin::open(std::slice::from_ref(&cgroup)).expect("open");
+    let program = sh(dir.path(), "sleep 30").cgroup(&join).expect("cgroup");
+    let pid = spawn_detached(&program).expect("spawn");
+    let supervised = spawn_supervised(&program).expect("supervised");
+    let in_cgroup = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+                controllers.is_some_and(|c| c.split(',').any(|c| c == controller))
+                    && path == Some(&format!("/{name}"))
+            })
+    };
+    let results = [
+        ("program", in_cgroup(pid)),
+        ("helper", in_cgroup(supervised.helper)),
+        ("watcher", in_cgroup(supervised.watcher)),
+    ];
+    // Everything in the cgroup is this test's: the programs, the watcher, and the shells'
+    // children (sleep), which are in it too.
+    wait_for("the cgroup to empty", Duration::from_secs(10), || {
+        let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+        for p in procs.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            // SAFETY: plain kill of processes this test started.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        std::fs::remove_dir(&cgroup).is_ok()
+    });
+    drop(supervised);
+    for (what, inside) in results {
+        assert!(inside, "the {what} is not in {}", cgroup.display());
+    }
+}

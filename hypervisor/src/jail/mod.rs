@@ -4,10 +4,16 @@
 //! qemu/cmdline.rs, virtiofsd's namespace sandbox and capability list in
 //! builtin/virtiofsd.rs.
 //!
+//! The sandbox's host cgroup is joined in [`cgroup`], before the privileges are given up.
+//!
 //! [`restrict`] runs between fork and exec (detach/child.rs), so it only makes raw system
 //! calls: no allocation, no locks.
 
+pub mod cgroup;
+
 use libc::c_int;
+
+pub use cgroup::CgroupJoin;
 
 /// The privileges a helper runs with (issue 14: no host process keeps more than it needs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::detach::{
-    find_binary, spawn_console_keeper, spawn_detached, Program, CONSOLE_LOG_LIMIT,
+    find_binary, spawn_console_keeper, spawn_detached, CgroupJoin, Program, CONSOLE_LOG_LIMIT,
 };
 use crate::runfiles;
 use crate::{
@@ -38,6 +38,8 @@ pub fn launch(qemu: &Qemu, vm: &VmConfig) -> Result<VmInstance> {
     let paths = RunPaths::new(&run_dir);
     paths.check_socket_lengths()?;
     let accel = qemu.accel()?;
+    // Every process below (helper and its watcher, console keeper, QEMU) joins it.
+    let cgroup = CgroupJoin::open(&vm.host_cgroups)?;
     let tsc_khz = match machine {
         Machine::Microvm => tsc::host_tsc_khz(&qemu.cache_dir),
         Machine::Q35 => None,
@@ -58,7 +60,7 @@ pub fn launch(qemu: &Qemu, vm: &VmConfig) -> Result<VmInstance> {
             )
         }
         None => {
-            let helper = vsock_helper::start(&qemu.config.vsock_helper, &paths)?;
+            let helper = vsock_helper::start(&qemu.config.vsock_helper, &paths, &cgroup)?;
             (
                 VsockDevice::VhostUser {
                     socket: paths.vhost_user.clone(),
@@ -74,7 +76,7 @@ pub fn launch(qemu: &Qemu, vm: &VmConfig) -> Result<VmInstance> {
 
     // The guest's console reaches its log through the keeper, which bounds it. The keeper
     // ends by itself once QEMU (the pipe's only writer after the launch) is gone.
-    let keeper = spawn_console_keeper(&paths.console, CONSOLE_LOG_LIMIT)?;
+    let keeper = spawn_console_keeper(&paths.console, CONSOLE_LOG_LIMIT, &cgroup)?;
     let console_fd = FIRST_PASSED_FD + i32::from(vhost_fd.is_some());
     let inputs = Inputs {
         vm,
@@ -87,7 +89,8 @@ pub fn launch(qemu: &Qemu, vm: &VmConfig) -> Result<VmInstance> {
     };
     let args = cmdline::qemu_args(&inputs);
     let cpus_preallocated = cmdline::preallocated_cpus(&inputs);
-    let mut program = Program::new("qemu", &binary, &args, &run_dir, &paths.qemu_log)?;
+    let mut program =
+        Program::new("qemu", &binary, &args, &run_dir, &paths.qemu_log)?.cgroup(&cgroup)?;
     if let Some(fd) = vhost_fd {
         if program.pass_fd(fd)? != FIRST_PASSED_FD {
             return Err(Error::Config("vhost-vsock descriptor misnumbered".into()));

@@ -31,6 +31,7 @@ fn vm_config(dir: &Path) -> VmConfig {
         memory_mib: 128,
         shared_dirs: vec![],
         hotplug: None,
+        host_cgroups: Vec::new(),
     }
 }
 

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::detach::{find_binary, spawn_supervised, Privileges, Program, Supervised};
+use crate::detach::{find_binary, spawn_supervised, CgroupJoin, Privileges, Program, Supervised};
 use crate::{runfiles, Error, ProcessRecord, Result};
 
 use super::paths::RunPaths;
@@ -30,7 +30,8 @@ pub struct VsockHelper {
     pub supervised: Supervised,
 }
 
-pub fn start(binary: &Path, paths: &RunPaths) -> Result<VsockHelper> {
+/// Starts the helper (and its watcher) in the cgroup `cgroup` opened.
+pub fn start(binary: &Path, paths: &RunPaths, cgroup: &CgroupJoin) -> Result<VsockHelper> {
     let path = find_binary(binary).ok_or_else(|| Error::MissingBinary {
         binary: binary.display().to_string(),
         hint: "install it with `cargo install vhost-device-vsock` (needed because \
@@ -56,7 +57,8 @@ pub fn start(binary: &Path, paths: &RunPaths) -> Result<VsockHelper> {
         &paths.vsock_log,
     )?
     // It only moves bytes between sockets in ward's run directory: no privilege needed.
-    .privileges(Privileges::None);
+    .privileges(Privileges::None)
+    .cgroup(cgroup)?;
     let supervised = spawn_supervised(&program)?;
     let helper = ProcessRecord::of("vhost-device-vsock", supervised.helper);
     let watcher = ProcessRecord::of("vsock-watcher", supervised.watcher);

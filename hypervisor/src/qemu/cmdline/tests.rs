@@ -25,6 +25,7 @@ fn vm() -> VmConfig {
             },
         ],
         hotplug: None,
+        host_cgroups: Vec::new(),
     }
 }
 
