@@ -19,10 +19,11 @@ use super::{devices, guest_spec, namespace_paths};
 use crate::config::Config;
 use crate::hooks::{self, Stage};
 use crate::sandbox::agent::NewContainer;
+use crate::sandbox::host_cgroup::{self, HostCgroup, HostCgroupError, Limits};
 use crate::sandbox::pod::{self, Placement};
 use crate::sandbox::sizing;
 use crate::sandbox::store::{self, SandboxState, SandboxStore, SandboxStoreError};
-use crate::sandbox::{shares, Agent, AgentError, Sandbox, SandboxError};
+use crate::sandbox::{shares, Agent, AgentError, LaunchPlan, Sandbox, SandboxError};
 
 /// The tag of the sandbox's exported directory (9p tags are at most 31 bytes): every
 /// container's rootfs and volumes, each under `<container ID>/`.
@@ -113,6 +114,12 @@ pub enum LifecycleError {
         #[source]
         source: crate::sandbox::shares::ShareError,
     },
+    #[error("container \"{id}\": {source}")]
+    HostCgroup {
+        id: String,
+        #[source]
+        source: HostCgroupError,
+    },
 }
 
 /// What every command needs: where state lives, the configuration, the logger.
@@ -147,6 +154,13 @@ fn pod_err(id: &str) -> impl Fn(SandboxStoreError) -> LifecycleError + '_ {
 
 fn share_err(id: &str) -> impl Fn(shares::ShareError) -> LifecycleError + '_ {
     move |source| LifecycleError::Share {
+        id: id.to_string(),
+        source,
+    }
+}
+
+fn cgroup_err(id: &str) -> impl Fn(HostCgroupError) -> LifecycleError + '_ {
+    move |source| LifecycleError::HostCgroup {
         id: id.to_string(),
         source,
     }
@@ -301,6 +315,21 @@ fn boot(
     state.sandbox = Some(sandbox_id.clone());
     ctx.store.save(lock, state)?;
 
+    // A new sandbox's host cgroup: where its engine puts it (the sandbox container's
+    // cgroupsPath), or ward's own. A pod member's path is not used: its processes are
+    // the guest's, inside the sandbox's VM and its cgroup.
+    let cgroup_path = match &placement {
+        Placement::Own => {
+            let given = bundle
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.cgroups_path().as_deref());
+            Some(host_cgroup::sandbox_path(given, &sandbox_id).map_err(cgroup_err(&id))?)
+        }
+        Placement::Join(_) => None,
+    };
+
     let sandboxes = ctx.sandboxes();
     let sandbox_lock = sandboxes.lock(&sandbox_id).map_err(pod_err(&id))?;
     let mut pod = match &placement {
@@ -349,13 +378,38 @@ fn boot(
                     sizing::room(size, max_vcpus, sizing::host_memory_mib())
                 });
             pod.base = size;
+            // Sized for the most the VM may grow to: with room, it never changes.
+            let limits = match room {
+                Some(room) => Limits::for_vm(room.max_vcpus, room.max_memory_mib),
+                None => Limits::for_vm(size.vcpus, size.memory_mib),
+            };
+            let path = cgroup_path.unwrap_or_default();
+            let cgroup = HostCgroup::create(Path::new(host_cgroup::CGROUP_ROOT), &path, limits)
+                .map_err(cgroup_err(&id))?;
+            info!(ctx.log, "host cgroup made"; "sandbox" => &sandbox_id,
+                  "path" => path.display().to_string(), "version" => format!("{:?}", cgroup.version),
+                  "memory_bytes" => limits.memory_bytes, "cpu_quota_us" => limits.cpu_quota_us,
+                  "pids" => limits.pids);
+            let host_cgroups = cgroup.join_dirs();
+            pod.host_cgroup = Some(cgroup);
+            // Recorded before anything runs in it, so that teardown removes it.
+            if let Err(e) = sandboxes.save(&sandbox_lock, &pod) {
+                if let Some(cgroup) = pod.host_cgroup.take() {
+                    let _ = cgroup.remove(Duration::ZERO);
+                }
+                return Err(pod_err(&id)(e));
+            }
+            let plan = LaunchPlan {
+                size,
+                shared_dirs: shared,
+                hotplug: room,
+                host_cgroups,
+            };
             let (sandbox, agent) = launch(
                 ctx,
                 &sandbox_id,
                 &sandboxes.vm_dir(&sandbox_id),
-                size,
-                room,
-                shared,
+                &plan,
                 |vm| {
                     // Recorded before anything else can fail, so a crash from here on
                     // leaves processes that `delete --force` can find.
@@ -383,7 +437,9 @@ fn boot(
                     pod.added.insert(id.clone(), share);
                     sandboxes.save(&sandbox_lock, &pod).map_err(pod_err(&id))?;
                     let target = sizing::target(pod.base, pod.added.values());
-                    resize(&sandbox, &agent, target, &ctx.log);
+                    if resize(&sandbox, &agent, target, pod.host_cgroup.as_mut(), &ctx.log) {
+                        sandboxes.save(&sandbox_lock, &pod).map_err(pod_err(&id))?;
+                    }
                 } else {
                     info!(ctx.log, "the pod's VM cannot grow: the container's limits apply in its cgroup only";
                           "container" => &id, "vcpus" => share.vcpus, "memory_mib" => share.memory_mib);
@@ -517,27 +573,65 @@ fn remove_disks(
 /// Brings a running sandbox's VM to `size` (vCPUs onlined by the agent, memory onlined by
 /// the guest kernel). A VM that cannot reach it stays as it is: the containers' cgroup
 /// limits still hold, so this is logged, not fatal.
-fn resize(sandbox: &Sandbox, agent: &Agent, size: sizing::Size, log: &Logger) {
+///
+/// The host cgroup's limits follow the VM's maximum. A VM with hotplug room got limits
+/// for all of it at boot, so they stay. One without (ward-vmm grows without declared room)
+/// has its size as its maximum: its limits are raised before it grows and lowered once
+/// it has shrunk (left raised if a step failed). Returns whether they changed, for the
+/// caller to save the sandbox.
+fn resize(
+    sandbox: &Sandbox,
+    agent: &Agent,
+    size: sizing::Size,
+    cgroup: Option<&mut HostCgroup>,
+    log: &Logger,
+) -> bool {
     let started = std::time::Instant::now();
     let vcpus = match sandbox.vm.hotplug {
         Some(room) => size.vcpus.min(room.max_vcpus),
         None => size.vcpus,
     };
+    let mut cgroup = cgroup.filter(|_| sandbox.vm.hotplug.is_none());
+    let before = cgroup.as_ref().map(|c| c.limits);
+    let set_limits = |cgroup: &mut Option<&mut HostCgroup>, limits: Limits| {
+        if let Some(cgroup) = cgroup.as_deref_mut() {
+            if cgroup.limits != limits {
+                if let Err(e) = cgroup.set_limits(limits) {
+                    warn!(log, "resizing the host cgroup"; "error" => e.to_string());
+                }
+            }
+        }
+    };
+    let wanted = Limits::for_vm(vcpus, size.memory_mib);
+    if let Some(current) = before {
+        set_limits(&mut cgroup, wanted.max(current));
+    }
+    let mut resized = true;
     match sandbox.set_vcpus(agent, vcpus) {
         Ok(online) => info!(log, "vCPUs hotplugged"; "vcpus" => vcpus, "online" => online,
                             "ms" => started.elapsed().as_millis() as u64),
-        Err(e) => warn!(log, "resizing the VM's vCPUs"; "vcpus" => vcpus, "error" => e.to_string()),
+        Err(e) => {
+            resized = false;
+            warn!(log, "resizing the VM's vCPUs"; "vcpus" => vcpus, "error" => e.to_string())
+        }
     }
     let started = std::time::Instant::now();
+    let mut memory_mib = size.memory_mib;
     match sandbox.set_memory(size.memory_mib) {
         Ok(now) => {
+            memory_mib = now;
             info!(log, "memory hotplugged"; "asked_mib" => size.memory_mib, "memory_mib" => now,
                          "ms" => started.elapsed().as_millis() as u64)
         }
         Err(e) => {
+            resized = false;
             warn!(log, "resizing the VM's memory"; "memory_mib" => size.memory_mib, "error" => e.to_string())
         }
     }
+    if resized {
+        set_limits(&mut cgroup, Limits::for_vm(vcpus, memory_mib));
+    }
+    cgroup.map(|c| c.limits) != before
 }
 
 /// Launches a sandbox's VM and waits for its agent; `record` is called with each VM as
@@ -546,24 +640,15 @@ fn launch(
     ctx: &Context,
     sandbox_id: &str,
     run_dir: &Path,
-    size: sizing::Size,
-    room: Option<ward_hypervisor::HotplugRoom>,
-    shared: Vec<SharedDir>,
+    plan: &LaunchPlan,
     mut record: impl FnMut(&ward_hypervisor::VmInstance) -> Result<(), LifecycleError>,
 ) -> Result<(Sandbox, Agent), LifecycleError> {
     let timeout = Duration::from_secs(ctx.config.guest.boot_timeout_secs);
+    let size = plan.size;
     let mut attempt = 1;
     loop {
-        let sandbox = Sandbox::launch(
-            &ctx.config,
-            sandbox_id,
-            run_dir,
-            size,
-            shared.clone(),
-            room,
-            &ctx.log,
-        )
-        .map_err(sandbox_err(sandbox_id))?;
+        let sandbox = Sandbox::launch(&ctx.config, sandbox_id, run_dir, plan, &ctx.log)
+            .map_err(sandbox_err(sandbox_id))?;
         record(&sandbox.vm)?;
         match sandbox.wait_for_agent(timeout, &ctx.log) {
             Ok(agent) => {
@@ -686,12 +771,9 @@ fn leave_sandbox(ctx: &Context, sandbox_id: &str, state: &ContainerState) {
         remove_disks(&sandboxes, &mut pod, both, id, &log);
         if pod.added.remove(id).is_some() {
             if let (Some(vm), Some(agent)) = (&vm, &agent) {
-                resize(
-                    vm,
-                    agent,
-                    sizing::target(pod.base, pod.added.values()),
-                    &log,
-                );
+                let target = sizing::target(pod.base, pod.added.values());
+                // Saved below in any case.
+                resize(vm, agent, target, pod.host_cgroup.as_mut(), &log);
             }
         }
         if let Err(e) = shares::remove_unmounted(&shared.join(id)) {
@@ -716,6 +798,16 @@ fn leave_sandbox(ctx: &Context, sandbox_id: &str, state: &ContainerState) {
     // With the file server gone, the host binds it served can go.
     if let Err(e) = shares::release(&shared) {
         warn!(log, "releasing the shared host paths"; "error" => e.to_string());
+    }
+    // And with every process of the VM stopped, its host cgroup (they may still be
+    // exiting: removal waits a little for them).
+    if let Some(cgroup) = &pod.host_cgroup {
+        match cgroup.remove(host_cgroup::REMOVE_TIMEOUT) {
+            Ok(()) => {
+                info!(log, "host cgroup removed"; "path" => cgroup.path.display().to_string())
+            }
+            Err(e) => warn!(log, "removing the host cgroup"; "error" => e.to_string()),
+        }
     }
     match sandboxes.remove(&lock, sandbox_id) {
         Ok(()) => info!(log, "sandbox removed with its last container"),
@@ -1071,12 +1163,12 @@ fn resize_for_update(
         warn!(log, "saving the sandbox"; "error" => e.to_string());
         return;
     }
-    resize(
-        sandbox,
-        agent,
-        sizing::target(pod.base, pod.added.values()),
-        &log,
-    );
+    let target = sizing::target(pod.base, pod.added.values());
+    if resize(sandbox, agent, target, pod.host_cgroup.as_mut(), &log) {
+        if let Err(e) = sandboxes.save(&lock, &pod) {
+            warn!(log, "saving the sandbox"; "error" => e.to_string());
+        }
+    }
 }
 
 /// `ward events`: the container's cgroup statistics.

@@ -3,6 +3,7 @@
 //! persisted `VmInstance`, so each short-lived `ward` command can pick the VM up again.
 
 pub mod agent;
+pub mod host_cgroup;
 pub mod pod;
 pub mod shares;
 pub mod sizing;
@@ -72,6 +73,19 @@ pub enum SandboxError {
     Stream { what: String, message: String },
 }
 
+/// What a new sandbox's VM is made of, besides the configuration.
+#[derive(Debug, Clone)]
+pub struct LaunchPlan {
+    /// Its size at boot.
+    pub size: sizing::Size,
+    /// The host directories it exports.
+    pub shared_dirs: Vec<SharedDir>,
+    /// Room to grow; None: it keeps its boot size.
+    pub hotplug: Option<ward_hypervisor::HotplugRoom>,
+    /// The sandbox's host cgroup (its directories), which every process of the VM joins.
+    pub host_cgroups: Vec<std::path::PathBuf>,
+}
+
 /// A launched (or re-attached) microVM.
 pub struct Sandbox {
     hypervisor: Box<dyn Hypervisor>,
@@ -79,14 +93,12 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Boots a VM of `size` sharing `shared_dirs` and returns once the VM process runs.
+    /// Boots a VM as `plan` says and returns once the VM process runs.
     pub fn launch(
         config: &Config,
         id: &str,
         run_dir: &std::path::Path,
-        size: sizing::Size,
-        shared_dirs: Vec<SharedDir>,
-        hotplug: Option<ward_hypervisor::HotplugRoom>,
+        plan: &LaunchPlan,
         log: &Logger,
     ) -> Result<Sandbox, SandboxError> {
         let hypervisor = ward_hypervisor::backend(&config.hypervisor)?;
@@ -104,14 +116,15 @@ impl Sandbox {
             kernel: config.guest.kernel.clone(),
             initrd: config.guest.initrd.clone(),
             extra_kernel_params: config.guest.kernel_params.clone(),
-            vcpus: size.vcpus,
-            memory_mib: size.memory_mib,
-            shared_dirs,
-            hotplug,
+            vcpus: plan.size.vcpus,
+            memory_mib: plan.size.memory_mib,
+            shared_dirs: plan.shared_dirs.clone(),
+            hotplug: plan.hotplug,
+            host_cgroups: plan.host_cgroups.clone(),
         };
         let vm = hypervisor.launch(&vm_config)?;
         info!(log, "VM launched"; "sandbox" => id, "vm" => &vm.description,
-              "vcpus" => size.vcpus, "memory_mib" => size.memory_mib,
+              "vcpus" => plan.size.vcpus, "memory_mib" => plan.size.memory_mib,
               "pids" => format!("{:?}", vm.processes.iter().map(|p| p.pid).collect::<Vec<_>>()));
         Ok(Sandbox { hypervisor, vm })
     }

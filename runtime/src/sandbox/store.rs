@@ -69,6 +69,9 @@ pub struct SandboxState {
     /// The disks hot-added for each container (their IDs), removed with it.
     #[serde(default)]
     pub disks: std::collections::BTreeMap<String, Vec<String>>,
+    /// The host cgroup of the VM's processes, once made; removed with the sandbox.
+    #[serde(default)]
+    pub host_cgroup: Option<super::host_cgroup::HostCgroup>,
 }
 
 impl SandboxState {
@@ -212,6 +215,7 @@ impl SandboxStore {
             base: Size::default(),
             added: Default::default(),
             disks: Default::default(),
+            host_cgroup: None,
         })
     }
 
