@@ -240,7 +240,10 @@ fn programs_and_watchers_land_in_a_real_cgroup() {
     // children (sleep), which are in it too.
     wait_for("the cgroup to empty", Duration::from_secs(10), || {
         let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
-        for p in procs.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        for p in procs
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
             // SAFETY: plain kill of processes this test started.
             unsafe { libc::kill(p, libc::SIGKILL) };
         }
