@@ -17,6 +17,13 @@ pub const BASE_KERNEL_PARAMS: &str = "console=ttyS0 reboot=t panic=-1 quiet";
 
 /// `-sandbox`: QEMU's seccomp filter with every optional deny set (QEMU 7.2 accepts all).
 pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+/// TCG's translation cache, MiB. QEMU 7.2 reserves 1 GiB by default and fills it as the
+/// guest runs new code; bounded here so that what QEMU uses beyond the guest's RAM stays
+/// within the overhead the sandbox's host cgroup allows for it (OVERHEAD_MIB in
+/// runtime/src/sandbox/host_cgroup.rs, 512 MiB). ward's guests translate a few tens of
+/// MiB; a full cache is flushed and refilled, which costs time, not correctness.
+pub const TCG_TB_SIZE_MIB: u32 = 256;
+
 /// Memory slots (pc-dimm) of a VM that may grow: each hot-add takes one.
 pub const MEMORY_SLOTS: u32 = 8;
 /// The IDs of the PCIe root ports that hot-added disks plug into: `hp0`, `hp1`...
@@ -168,13 +175,14 @@ pub fn qemu_args(inputs: &Inputs) -> Vec<OsString> {
     // or passes it over the QMP socket, so QEMU never has to start a helper itself.
     args.plain(&["-sandbox", SANDBOX]);
 
-    args.plain(&["-accel"]);
-    args.plain(&[match (inputs.accel, vm.vcpus) {
-        (Accel::Kvm, _) => "kvm",
-        (Accel::Tcg, 1) => "tcg",
+    let tcg = format!("tcg,tb-size={TCG_TB_SIZE_MIB}");
+    let accel = match (inputs.accel, vm.vcpus) {
+        (Accel::Kvm, _) => "kvm".to_string(),
+        (Accel::Tcg, 1) => tcg,
         // One host thread per vCPU; without it TCG runs all vCPUs round-robin on one.
-        (Accel::Tcg, _) => "tcg,thread=multi",
-    }]);
+        (Accel::Tcg, _) => format!("{tcg},thread=multi"),
+    };
+    args.plain(&["-accel", &accel]);
     args.plain(&[
         "-cpu",
         match inputs.accel {

@@ -65,7 +65,7 @@ fn microvm_tcg_with_vhost_user_vsock() {
     for flag in ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"] {
         assert!(args.iter().any(|a| a == flag), "{flag} missing: {args:?}");
     }
-    assert_eq!(values(&args, "-accel"), ["tcg"]);
+    assert_eq!(values(&args, "-accel"), ["tcg,tb-size=256"]);
     assert_eq!(
         values(&args, "-sandbox"),
         ["on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
@@ -149,7 +149,7 @@ fn multi_vcpu_tcg_uses_one_thread_per_vcpu() {
     let mut vm = vm();
     vm.vcpus = 4;
     let args = args(&vm, Machine::Microvm, Accel::Tcg, &hybrid());
-    assert_eq!(values(&args, "-accel"), ["tcg,thread=multi"]);
+    assert_eq!(values(&args, "-accel"), ["tcg,tb-size=256,thread=multi"]);
 }
 
 #[test]
