@@ -289,10 +289,10 @@ pub fn spawn_detached(program: &Program) -> Result<i32> {
     let (err_r, err_w) = pipe()?;
     let plan = program.plan();
     let err_fd = err_w.as_raw_fd();
-    // SAFETY: the child only runs `child::exec`, which makes async-signal-safe calls on
-    // the plan prepared above; the plan's memory and fds live in the parent until after
-    // the fork (they are copied with it).
     let cgroups = program.cgroup.fds();
+    // SAFETY: the child only runs `child::exec`, which makes async-signal-safe calls on
+    // the plan prepared above; the plan's memory and fds, and the cgroup descriptors, live
+    // in the parent until after the fork (they are copied with it).
     let pid = unsafe { double_fork(program.what(), &cgroups, move || child::exec(&plan, err_fd)) }?;
     drop(err_w);
     exec_outcome(program.what(), &err_r)?;
