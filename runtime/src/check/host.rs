@@ -39,21 +39,28 @@ pub fn cgroup_layout(mounts: &str) -> CgroupLayout {
 }
 
 fn cgroups(mounts: &str) -> Item {
-    // The container's cgroups live in the guest; on the host only the VM's processes do,
-    // so any layout works: the item says which one this is.
+    // The containers' cgroups live in the guest; on the host, each sandbox's VM processes
+    // go into a cgroup of their own (runtime/src/sandbox/host_cgroup.rs), which any
+    // layout serves: the item says which one this is.
+    const HOST_CGROUP: &str = "containers' cgroups live in the guest (v2); each sandbox's VM \
+         processes share a host cgroup";
     match cgroup_layout(mounts) {
-        CgroupLayout::V2 => Item::pass("host.cgroup", "cgroup v2 (unified)"),
+        CgroupLayout::V2 => Item::pass("host.cgroup", "cgroup v2 (unified)")
+            .detail(format!("{HOST_CGROUP} (memory, cpu, pids)")),
         CgroupLayout::Hybrid => Item::pass(
             "host.cgroup",
             "hybrid: cgroup v1 controllers with a cgroup2 hierarchy beside them",
         )
-        .detail("containers' cgroups live in the guest (v2); the host layout does not matter"),
-        CgroupLayout::V1 => Item::pass("host.cgroup", "cgroup v1")
-            .detail("containers' cgroups live in the guest (v2); the host layout does not matter"),
-        CgroupLayout::None => Item::warn(
+        .detail(format!(
+            "{HOST_CGROUP} in the v1 memory, cpu, cpuacct and pids hierarchies"
+        )),
+        CgroupLayout::V1 => Item::pass("host.cgroup", "cgroup v1").detail(format!(
+            "{HOST_CGROUP} in the v1 memory, cpu, cpuacct and pids hierarchies"
+        )),
+        CgroupLayout::None => Item::fail(
             "host.cgroup",
-            "no cgroup filesystem is mounted",
-            "mount cgroup2 on /sys/fs/cgroup; engines expect it to account for the VM",
+            "no cgroup filesystem is mounted: ward cannot bound a sandbox's VM processes",
+            "mount cgroup2 on /sys/fs/cgroup",
         ),
     }
 }
@@ -159,7 +166,7 @@ mod tests {
             CgroupLayout::None
         );
         assert_eq!(cgroups(HYBRID).status, Status::Pass);
-        assert_eq!(cgroups("").status, Status::Warn);
+        assert_eq!(cgroups("").status, Status::Fail);
     }
 
     #[test]
