@@ -226,8 +226,9 @@ fn docker_size(size: &str) -> Option<f64> {
 
 /// `docker stats --no-stream` answers for a ward container with memory in use. What it
 /// reads is the host cgroup of the container's init PID (dockerd's runc shim does that),
-/// here ward's relay: until the VM and its helpers live in a host cgroup of the sandbox
-/// (issue 14), the numbers are that cgroup's, not the guest's.
+/// here ward's relay. The VM and its helpers live in the sandbox's host cgroup (see
+/// tests/tests/host_cgroup.rs), the relay does not: the numbers are the relay's cgroup's,
+/// not the VM's.
 #[test]
 fn stats_show_the_containers_memory() {
     let (_ward, docker) = setup();
