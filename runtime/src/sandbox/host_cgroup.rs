@@ -668,6 +668,45 @@ mod tests {
         cgroup.remove(Duration::from_secs(1)).unwrap();
     }
 
+    /// A fake v2 tree: the controllers the root offers are enabled level by level down to
+    /// the cgroup (each parent's subtree_control), and the v2 files get the limits.
+    #[test]
+    fn a_v2_tree_enables_the_controllers_down_the_path() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::write(
+            r.join("cgroup.controllers"),
+            "cpuset cpu io memory hugetlb pids\n",
+        )
+        .unwrap();
+        std::fs::write(r.join("cgroup.subtree_control"), "memory\n").unwrap();
+        // The kernel gives each new cgroup its files; the fake parent has them already.
+        std::fs::create_dir(r.join("ward")).unwrap();
+        std::fs::write(r.join("ward/cgroup.subtree_control"), "").unwrap();
+        let limits = Limits::for_vm(1, 256);
+        let cgroup = HostCgroup::create(r, Path::new("/ward/sb"), limits).unwrap();
+        assert_eq!(cgroup.version, CgroupVersion::V2);
+        assert_eq!(cgroup.join_dirs(), [r.join("ward/sb")]);
+        assert_eq!(cgroup.dirs[0].controllers, ["cpu", "memory", "pids"]);
+        // Files hold the last write: the last controller enabled at each level.
+        let read = |f: &str| std::fs::read_to_string(r.join(f)).unwrap();
+        assert_eq!(read("cgroup.subtree_control"), "+pids");
+        assert_eq!(read("ward/cgroup.subtree_control"), "+pids");
+        assert_eq!(
+            read("ward/sb/memory.max"),
+            ((256 + OVERHEAD_MIB) * MIB).to_string()
+        );
+        assert_eq!(read("ward/sb/cpu.max"), "200000 100000");
+        assert_eq!(
+            read("ward/sb/pids.max"),
+            (PIDS_BASE + PIDS_PER_VCPU).to_string()
+        );
+        assert_eq!(
+            cgroup.memory_limit_file().unwrap(),
+            r.join("ward/sb/memory.max")
+        );
+    }
+
     /// The real cgroup file system, where this test may write it (root): the limits land
     /// in the kernel's files and the directories go again.
     #[test]
