@@ -2,7 +2,7 @@
 //! its console keeper, vhost-device-vsock and its watcher) runs in the cgroup the
 //! container's `linux.cgroupsPath` names (cgroupfs and systemd forms), or in ward's own
 //! `/ward/<sandbox ID>` without one; the memory limit is the VM's memory plus ward's
-//! overhead; `ward delete` removes the cgroup.
+//! overhead; `ward delete` removes the cgroup (and a parent ward made for it).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -155,8 +155,14 @@ fn check_sandbox_cgroup(ward: &Ward, id: &str, cgroups_path: Option<&str>, expec
 #[test]
 fn an_engines_cgroupfs_path_holds_every_process_of_the_vm() {
     let ward = Ward::new();
-    let path = format!("/ward-e2e-parent/ctr-{}", std::process::id());
+    let parent = format!("/ward-e2e-{}", std::process::id());
+    let path = format!("{parent}/ctr");
     check_sandbox_cgroup(&ward, "cgfs", Some(&path), &path);
+    // ward made the parent, and nothing else is in it: it went with the sandbox.
+    for controller in controllers() {
+        let dir = dir_of(&parent, controller);
+        assert!(!dir.exists(), "{} is still there", dir.display());
+    }
 }
 
 #[test]

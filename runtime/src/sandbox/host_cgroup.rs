@@ -20,10 +20,12 @@
 //!   `/sys/fs/cgroup/unified` without controllers: it is not used).
 //! - **Joining.** The runtime only creates the directories and writes the limits; the
 //!   processes join before they run anything (hypervisor/src/jail/cgroup.rs).
-//! - **Removal.** With the sandbox: the leaf directories only. Parents (`/ward`,
-//!   `/libpod_parent`, a containerd namespace's directory, slices) stay, as runc leaves
-//!   them: they are shared by every sandbox, and removing one that another sandbox is
-//!   about to use would race with it.
+//! - **Removal.** With the sandbox: its directories, and then the parents that this
+//!   sandbox made (`/ward`, a containerd namespace's directory, slices), each only if it
+//!   is empty by then; parents that were there before (podman's `/libpod_parent`) stay,
+//!   and so does a parent another sandbox still uses (rmdir refuses a non-empty one). A
+//!   sandbox made at the moment its parent goes makes the parent again (see
+//!   `make_dirs`).
 
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -290,6 +292,10 @@ pub struct HostCgroup {
     pub dirs: Vec<CgroupDir>,
     /// What was written last.
     pub limits: Limits,
+    /// Parent directories this sandbox made, deepest first: removed after its own ones
+    /// where they are empty.
+    #[serde(default)]
+    pub made_parents: Vec<PathBuf>,
 }
 
 /// The hierarchies under `root`: (version, [(hierarchy root, its controllers)]).
@@ -325,23 +331,27 @@ fn hierarchies(root: &Path) -> Result<(CgroupVersion, Vec<CgroupDir>), HostCgrou
     Ok((CgroupVersion::V1, found))
 }
 
-/// Makes `dir` and its missing parents; whether `dir` itself was made.
-fn make_dirs(dir: &Path) -> Result<bool, HostCgroupError> {
-    match std::fs::create_dir(dir) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(parent) = dir.parent() {
-                make_dirs(parent)?;
+/// Makes `dir` and its missing parents, adding each directory it made to `made` (parents
+/// first). A parent that another sandbox's removal takes away in between is made again:
+/// `dir`'s creation fails with ENOENT, and the walk up starts over.
+fn make_dirs(dir: &Path, made: &mut Vec<PathBuf>) -> Result<(), HostCgroupError> {
+    for _ in 0..3 {
+        match std::fs::create_dir(dir) {
+            Ok(()) => {
+                made.push(dir.to_path_buf());
+                return Ok(());
             }
-            match std::fs::create_dir(dir) {
-                Ok(()) => Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                Err(e) => Err(io("creating", dir, e)),
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match dir.parent() {
+                Some(parent) if parent != dir => make_dirs(parent, made)?,
+                _ => return Err(io("creating", dir, e)),
+            },
+            Err(e) => return Err(io("creating", dir, e)),
         }
-        Err(e) => Err(io("creating", dir, e)),
     }
+    std::fs::create_dir(dir)
+        .map(|()| made.push(dir.to_path_buf()))
+        .map_err(|e| io("creating", dir, e))
 }
 
 fn write(file: &Path, value: &str) -> Result<(), HostCgroupError> {
@@ -354,7 +364,11 @@ fn read(file: &Path) -> Result<String, HostCgroupError> {
 
 /// cgroup v2: makes `path` below `root` with [`V2_CONTROLLERS`] enabled for it where the
 /// root offers them; returns those it has.
-fn make_v2(root: &Path, path: &Path) -> Result<Vec<String>, HostCgroupError> {
+fn make_v2(
+    root: &Path,
+    path: &Path,
+    made: &mut Vec<PathBuf>,
+) -> Result<Vec<String>, HostCgroupError> {
     let mut dir = root.to_path_buf();
     let mut available: Vec<String> = read(&root.join("cgroup.controllers"))?
         .split_whitespace()
@@ -371,7 +385,7 @@ fn make_v2(root: &Path, path: &Path) -> Result<Vec<String>, HostCgroupError> {
             }
         }
         dir.push(component);
-        make_dirs(&dir)?;
+        make_dirs(&dir, made)?;
     }
     Ok(available)
 }
@@ -388,14 +402,16 @@ impl HostCgroup {
             path: path.to_path_buf(),
             dirs: Vec::new(),
             limits: Limits::default(),
+            made_parents: Vec::new(),
         };
-        let made = (|| {
+        let mut made = Vec::new();
+        let result = (|| {
             for hierarchy in &roots {
                 let dir = hierarchy.dir.join(relative);
                 let controllers = match version {
-                    CgroupVersion::V2 => make_v2(&hierarchy.dir, path)?,
+                    CgroupVersion::V2 => make_v2(&hierarchy.dir, path, &mut made)?,
                     CgroupVersion::V1 => {
-                        make_dirs(&dir)?;
+                        make_dirs(&dir, &mut made)?;
                         hierarchy.controllers.clone()
                     }
                 };
@@ -403,12 +419,19 @@ impl HostCgroup {
             }
             cgroup.set_limits(limits)
         })();
-        match made {
-            Ok(()) => Ok(cgroup),
+        match result {
+            Ok(()) => {
+                cgroup.made_parents = made
+                    .into_iter()
+                    .rev()
+                    .filter(|dir| !cgroup.dirs.iter().any(|d| &d.dir == dir))
+                    .collect();
+                Ok(cgroup)
+            }
             Err(e) => {
-                // Nothing ran in it yet: empty directories go at once.
-                for dir in &cgroup.dirs {
-                    let _ = std::fs::remove_dir(&dir.dir);
+                // Nothing ran in it yet: what was made goes at once, deepest first.
+                for dir in made.iter().rev() {
+                    let _ = std::fs::remove_dir(dir);
                 }
                 Err(e)
             }
@@ -492,8 +515,9 @@ impl HostCgroup {
     }
 
     /// Removes the cgroup's directories, waiting up to `timeout` for processes that are
-    /// still exiting (rmdir fails with EBUSY while any is in it). Gone already is fine.
-    /// Every directory is tried; the first failure is returned.
+    /// still exiting (rmdir fails with EBUSY while any is in it), then the parents it made
+    /// that are empty. Gone already is fine. Every directory is tried; the first failure
+    /// is returned.
     pub fn remove(&self, timeout: Duration) -> Result<(), HostCgroupError> {
         let deadline = Instant::now() + timeout;
         let mut first_error = None;
@@ -501,6 +525,11 @@ impl HostCgroup {
             if let Err(e) = remove_dir(&dir.dir, deadline, timeout) {
                 first_error.get_or_insert(e);
             }
+        }
+        // Deepest first; one that is not empty (another sandbox's cgroup is in it) stays,
+        // and so do its own parents, which rmdir refuses for the same reason.
+        for dir in &self.made_parents {
+            let _ = std::fs::remove_dir(dir);
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -628,7 +657,7 @@ mod tests {
 
     /// A fake v1 tree (directories and files in a temporary directory): the cgroup is
     /// made in each hierarchy, co-mounted ones once, with the limits written; removal
-    /// takes the leaves and leaves the parents.
+    /// takes them and the parents this sandbox made, unless another sandbox is in one.
     #[test]
     fn a_v1_tree_gets_the_cgroup_in_each_hierarchy() {
         let root = tempfile::tempdir().unwrap();
@@ -641,6 +670,9 @@ mod tests {
         std::os::unix::fs::symlink("cpu,cpuacct", r.join("cpuacct")).unwrap();
         let limits = Limits::for_vm(1, 256);
         let cgroup = HostCgroup::create(r, Path::new("/ward/sb"), limits).unwrap();
+        let other = HostCgroup::create(r, Path::new("/ward/other"), limits).unwrap();
+        assert_eq!(cgroup.made_parents.len(), 3, "{:?}", cgroup.made_parents);
+        assert!(other.made_parents.is_empty(), "{:?}", other.made_parents);
         assert_eq!(cgroup.version, CgroupVersion::V1);
         assert_eq!(cgroup.dirs.len(), 3, "{:?}", cgroup.dirs);
         let mem = std::fs::read_to_string(r.join("memory/ward/sb/memory.limit_in_bytes")).unwrap();
@@ -656,16 +688,31 @@ mod tests {
         );
         // Regular files would keep the directories from going: remove them first, as the
         // kernel's cgroupfs does by itself.
-        for dir in cgroup.join_dirs() {
+        for dir in cgroup.join_dirs().into_iter().chain(other.join_dirs()) {
             for f in std::fs::read_dir(&dir).unwrap().flatten() {
                 std::fs::remove_file(f.path()).unwrap();
             }
         }
         cgroup.remove(Duration::from_secs(1)).unwrap();
         assert!(!r.join("memory/ward/sb").exists());
-        assert!(r.join("memory/ward").exists(), "parents stay");
+        assert!(r.join("memory/ward/other").exists());
         // Gone already is fine.
         cgroup.remove(Duration::from_secs(1)).unwrap();
+        // The other sandbox did not make /ward: it stays with it.
+        other.remove(Duration::from_secs(1)).unwrap();
+        assert!(!r.join("memory/ward/other").exists());
+        assert!(r.join("memory/ward").exists());
+        // A sandbox alone in a parent it made takes it along.
+        let alone = HostCgroup::create(r, Path::new("/a/b/c"), limits).unwrap();
+        for dir in alone.join_dirs() {
+            for f in std::fs::read_dir(&dir).unwrap().flatten() {
+                std::fs::remove_file(f.path()).unwrap();
+            }
+        }
+        alone.remove(Duration::from_secs(1)).unwrap();
+        for h in ["memory", "cpu,cpuacct", "pids"] {
+            assert!(!r.join(h).join("a").exists(), "{h}/a stayed");
+        }
     }
 
     /// A fake v2 tree: the controllers the root offers are enabled level by level down to
@@ -688,6 +735,7 @@ mod tests {
         assert_eq!(cgroup.version, CgroupVersion::V2);
         assert_eq!(cgroup.join_dirs(), [r.join("ward/sb")]);
         assert_eq!(cgroup.dirs[0].controllers, ["cpu", "memory", "pids"]);
+        assert!(cgroup.made_parents.is_empty(), "/ward was there before");
         // Files hold the last write: the last controller enabled at each level.
         let read = |f: &str| std::fs::read_to_string(r.join(f)).unwrap();
         assert_eq!(read("cgroup.subtree_control"), "+pids");
@@ -726,7 +774,8 @@ mod tests {
         cgroup.remove(Duration::from_secs(2)).unwrap();
         for dir in cgroup.join_dirs() {
             assert!(!dir.exists(), "{} stayed", dir.display());
-            let _ = std::fs::remove_dir(dir.parent().unwrap());
+            // It made its parent, and took it along.
+            assert!(!dir.parent().unwrap().exists(), "{} stayed", dir.display());
         }
     }
 }
