@@ -133,11 +133,20 @@ fn check_sandbox_cgroup(ward: &Ward, id: &str, cgroups_path: Option<&str>, expec
         "{}",
         limit_file.display()
     );
+    // What the VM's processes used at most so far, to show the headroom.
+    let peak_file = dir_of(expected, "memory").join(if v2() {
+        "memory.peak"
+    } else {
+        "memory.max_usage_in_bytes"
+    });
+    let peak = std::fs::read_to_string(&peak_file).unwrap_or_default();
     eprintln!(
-        "{id}: {} processes in {expected}; {} = {} ({memory_mib} MiB + {OVERHEAD_MIB} MiB)",
+        "{id}: {} processes in {expected}; {} = {} ({memory_mib} MiB + {OVERHEAD_MIB} MiB); \
+         peak use so far {} MiB",
         processes.len(),
         limit_file.display(),
-        limit.trim()
+        limit.trim(),
+        peak.trim().parse::<u64>().map_or(0, |b| b / MIB)
     );
 
     let out = ward.run(&["kill", id, "KILL"]);
