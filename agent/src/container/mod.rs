@@ -20,6 +20,7 @@ pub mod pod;
 pub mod rlimits;
 pub mod rootfs;
 pub mod sandbox_storage;
+pub mod seccomp;
 pub mod spawn;
 pub mod storage;
 pub mod sync;
