@@ -18,8 +18,8 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
+use libseccomp::ScmpSyscall;
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
-use libseccomp::{ScmpSyscall, ScmpVersion};
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
 };
@@ -399,13 +399,6 @@ pub fn load(filter: &Filter) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// libseccomp's version, for the agent's log.
-pub fn library_version() -> Option<String> {
-    ScmpVersion::current()
-        .ok()
-        .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
 }
 
 #[cfg(test)]
