@@ -353,7 +353,7 @@ pub fn compile(profile: &Profile) -> Result<Filter, SeccompError> {
 /// The exported program, struct sock_filter after struct sock_filter in native order.
 fn program_from_bytes(bytes: &[u8]) -> Result<Vec<libc::sock_filter>, SeccompError> {
     const SIZE: usize = std::mem::size_of::<libc::sock_filter>();
-    if bytes.len() % SIZE != 0 || bytes.is_empty() {
+    if !bytes.len().is_multiple_of(SIZE) || bytes.is_empty() {
         return Err(SeccompError::Export(std::io::Error::other(format!(
             "libseccomp wrote {} bytes, not a whole number of BPF instructions",
             bytes.len()
