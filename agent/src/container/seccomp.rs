@@ -175,6 +175,21 @@ fn operator(op: LinuxSeccompOperator, mask: u64) -> ScmpCompareOp {
     }
 }
 
+/// The first few names of a rule, for a message.
+fn some_names(names: &[String]) -> String {
+    const SHOWN: usize = 4;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
+}
+
 /// Checks the profile and turns it into libseccomp's terms (see the module comment).
 pub fn translate(seccomp: &LinuxSeccomp) -> Result<Profile, SeccompError> {
     let default_action = action(
@@ -204,7 +219,7 @@ pub fn translate(seccomp: &LinuxSeccomp) -> Result<Profile, SeccompError> {
     let mut skipped = Vec::new();
     for (i, call) in seccomp.syscalls().iter().flatten().enumerate() {
         let call_action = action(call.action(), call.errno_ret(), &|| {
-            format!("syscalls[{i}] ({})", call.names().join(", "))
+            format!("syscalls[{i}] ({})", some_names(call.names()))
         })?;
         let args = call.args().as_deref().unwrap_or(&[]);
         let mut per_index = [0usize; MAX_ARGS];
@@ -232,6 +247,8 @@ pub fn translate(seccomp: &LinuxSeccomp) -> Result<Profile, SeccompError> {
                 datum,
             });
         }
+        // An argument compared twice: each condition a rule of its own (ORed), as runc.
+        let split = per_index.iter().any(|&n| n > 1);
         for name in call.names() {
             if name.is_empty() {
                 return Err(SeccompError::EmptyName { rule: i });
@@ -250,7 +267,6 @@ pub fn translate(seccomp: &LinuxSeccomp) -> Result<Profile, SeccompError> {
                 skipped.push(name.clone());
                 continue;
             };
-            let split = per_index.iter().any(|&n| n > 1);
             let groups: Vec<Vec<Condition>> = if split {
                 conditions.iter().map(|c| vec![*c]).collect()
             } else {
@@ -590,6 +606,17 @@ mod tests {
             notify.to_string(),
             "linux.seccomp: syscalls[1] (openat, open) is SCMP_ACT_NOTIFY, which needs a \
              seccomp agent listening on a socket; ward does not support one"
+        );
+        let many = profile(
+            r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                {"names": ["a", "b", "c", "d", "e", "f"], "action": "SCMP_ACT_NOTIFY"}
+            ]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            many.to_string()
+                .starts_with("linux.seccomp: syscalls[0] (a, b, c, d and 2 more) is"),
+            "{many}"
         );
         let notify = profile(r#"{"defaultAction": "SCMP_ACT_NOTIFY"}"#).unwrap_err();
         assert!(matches!(notify, SeccompError::Notify { ref at } if at == "defaultAction"));
