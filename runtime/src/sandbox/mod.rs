@@ -3,6 +3,7 @@
 //! persisted `VmInstance`, so each short-lived `ward` command can pick the VM up again.
 
 pub mod agent;
+pub mod mount_points;
 pub mod pod;
 pub mod shares;
 pub mod sizing;
