@@ -104,7 +104,7 @@ FUZZ_SECONDS ?= 60
 # <crate>/fuzz/corpus/<target>, seeded from <crate>/fuzz/seeds/<target>; a crash leaves its
 # input in <crate>/fuzz/artifacts/<target> and stops the run.
 FUZZ_ALL := hypervisor/vmm:vsock_packet hypervisor/vmm:block_request \
-	agent:spec_plan agent:process_setup agent:stream_header agent:stream_reply
+	agent:spec_plan agent:process_setup agent:stream_header agent:stream_reply agent:seccomp_profile
 
 .PHONY: fuzz
 fuzz:

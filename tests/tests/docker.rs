@@ -93,12 +93,25 @@ fn run_rm_prints_output_and_propagates_the_exit_code() {
         docker.log()
     );
     assert_eq!(text(&out.stdout), "hi\n", "stderr: {}", text(&out.stderr));
-    // The guest's kernel, not the host's.
-    let out = docker.run(&["--name", "kernel"], &["cat", "/proc/version"]);
+    // The guest's kernel, not the host's; docker's default seccomp profile, loaded by the
+    // agent.
+    let out = docker.run(
+        &["--name", "kernel"],
+        &[
+            "sh",
+            "-c",
+            "cat /proc/version; grep ^Seccomp: /proc/self/status",
+        ],
+    );
     assert!(out.status.success(), "docker run: {}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("-ward"),
         "guest kernel: {}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stdout).contains("Seccomp:\t2\n"),
+        "docker's default profile: {}",
         text(&out.stdout)
     );
     let id = full_id(&docker, "kernel");

@@ -207,8 +207,9 @@ fn features_have_runcs_shape_and_say_what_ward_does() {
     serde_json::from_value::<oci_spec::runtime::Features>(ours.clone()).expect("OCI features");
 
     // What ward runs: every hook stage (tests/tests/hooks.rs runs each), the propagation
-    // options (tests/tests/spec_fields.rs), the namespaces the guest makes; not seccomp,
-    // AppArmor or SELinux, which the guest does not apply.
+    // options (tests/tests/spec_fields.rs), the namespaces the guest makes, seccomp
+    // (tests/tests/seccomp.rs) with runc's actions but SCMP_ACT_NOTIFY; not AppArmor or
+    // SELinux, which the guest does not apply.
     assert_eq!(ours["hooks"], runcs["hooks"], "the same six stages as runc");
     let options: Vec<&str> = ours["mountOptions"]
         .as_array()
@@ -236,7 +237,24 @@ fn features_have_runcs_shape_and_say_what_ward_does() {
     }
     assert!(!options.contains(&"tmpcopyup"), "ward does not copy up");
     assert_eq!(ours["linux"]["namespaces"], runcs["linux"]["namespaces"]);
-    for lsm in ["seccomp", "apparmor", "selinux"] {
+    assert_eq!(ours["linux"]["seccomp"]["enabled"], true);
+    assert_eq!(
+        ours["linux"]["seccomp"]["operators"],
+        runcs["linux"]["seccomp"]["operators"]
+    );
+    for action in runcs["linux"]["seccomp"]["actions"].as_array().unwrap() {
+        let ours = ours["linux"]["seccomp"]["actions"].as_array().unwrap();
+        assert_eq!(
+            ours.contains(action),
+            action != "SCMP_ACT_NOTIFY",
+            "seccomp action {action}"
+        );
+    }
+    for arch in runcs["linux"]["seccomp"]["archs"].as_array().unwrap() {
+        let ours = ours["linux"]["seccomp"]["archs"].as_array().unwrap();
+        assert!(ours.contains(arch), "seccomp architecture {arch}");
+    }
+    for lsm in ["apparmor", "selinux"] {
         assert_eq!(ours["linux"][lsm]["enabled"], false, "{lsm}");
     }
 }

@@ -20,6 +20,7 @@ pub mod pod;
 pub mod rlimits;
 pub mod rootfs;
 pub mod sandbox_storage;
+pub mod seccomp;
 pub mod spawn;
 pub mod storage;
 pub mod sync;
@@ -195,6 +196,9 @@ pub struct Container {
     execs: Mutex<HashMap<String, Arc<Process>>>,
     /// Exec IDs being started, so that two ExecProcess calls cannot take the same one.
     pending_execs: Mutex<HashSet<String>>,
+    /// `linux.seccomp`, compiled: the init's filter, which every exec loads too (runc's
+    /// way: an exec's process object has no profile of its own).
+    seccomp: Option<Arc<seccomp::Filter>>,
 }
 
 enum Slot {
@@ -345,6 +349,21 @@ impl Containers {
                 .map_err(plan_err)?;
         }
         let mut plan = plan::init_plan(id, &spec, &rootfs).map_err(plan_err)?;
+        let seccomp = match &plan.seccomp {
+            Some(profile) => {
+                let filter =
+                    seccomp::compile(profile).map_err(|e| plan_err(PlanError::Seccomp(e)))?;
+                if !profile.skipped.is_empty() {
+                    slog::debug!(self.log, "seccomp: syscalls unknown to libseccomp skipped";
+                          "container" => id, "names" => profile.skipped.join(", "));
+                }
+                info!(self.log, "seccomp filter compiled"; "container" => id,
+                      "instructions" => filter.instructions(),
+                      "rules" => profile.rules.len());
+                Some(Arc::new(filter))
+            }
+            None => None,
+        };
 
         let mut claims = vec![rootfs.clone()];
         claims.extend(storages.iter().map(|s| s.mount_point.clone()));
@@ -373,6 +392,7 @@ impl Containers {
         if let Some(process) = spec.process() {
             plan.process = plan::process_setup(process, &rootfs).map_err(plan_err)?;
         }
+        plan.process.seccomp = seccomp.clone();
 
         let cgroup_err = |source| ContainerError::Cgroup {
             id: id.into(),
@@ -464,6 +484,7 @@ impl Containers {
             phase: Mutex::new(Phase::Created(spawned)),
             execs: Mutex::new(HashMap::new()),
             pending_execs: Mutex::new(HashSet::new()),
+            seccomp,
         });
         if !plan.ignored.is_empty() {
             warn!(self.log, "parts of the spec are not enforced in the guest";
@@ -577,7 +598,8 @@ impl Containers {
         let process = plan::parse_process(process_json).map_err(plan_err)?;
         let init_proc = PathBuf::from(format!("/proc/{}", c.init.pid));
         let root_path = init_proc.join("root");
-        let setup = plan::process_setup(&process, &root_path).map_err(plan_err)?;
+        let mut setup = plan::process_setup(&process, &root_path).map_err(plan_err)?;
+        setup.seccomp = c.seccomp.clone();
         self.warn_ambient(id, Some(exec_id), &setup);
         let io_err = |what: String| {
             move |source| ContainerError::Io {

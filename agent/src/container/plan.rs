@@ -16,6 +16,7 @@ use super::mounts::{self, check_path, MountError};
 use super::namespaces::{self, NamespaceError, NamespacePlan};
 use super::rlimits::{self, RlimitError};
 use super::rootfs::RootfsPlan;
+use super::seccomp::{self, SeccompError};
 use super::spawn::ProcessSetup;
 use super::user::{self, UserError};
 
@@ -56,6 +57,8 @@ pub enum PlanError {
     Command(#[from] CommandError),
     #[error(transparent)]
     User(#[from] UserError),
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     #[error("{list} has {count} entries, at most {MAX_PATH_LIST} are accepted")]
     TooMany { list: &'static str, count: usize },
     #[error("sysctl {0:?} is not a valid name")]
@@ -78,6 +81,9 @@ pub struct InitPlan {
     pub resources: ResourcePlan,
     /// createContainer and startContainer hooks.
     pub hooks: GuestHooks,
+    /// `linux.seccomp`, translated; compiled by the agent, loaded by the container's
+    /// processes (init and execs).
+    pub seccomp: Option<seccomp::Profile>,
     /// Parts of the spec the agent does not enforce, for a warning in the log.
     pub ignored: Vec<&'static str>,
 }
@@ -166,10 +172,12 @@ pub fn init_plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<InitPlan, PlanE
         None => ResourcePlan::default(),
     };
 
+    let seccomp = linux
+        .seccomp()
+        .as_ref()
+        .map(seccomp::translate)
+        .transpose()?;
     let mut ignored = resources.ignored.clone();
-    if linux.seccomp().is_some() {
-        ignored.push("linux.seccomp");
-    }
     if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
         ignored.push("LSM labels");
     }
@@ -189,6 +197,7 @@ pub fn init_plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<InitPlan, PlanE
             rootfs,
             spec.annotations().clone().unwrap_or_default(),
         )?,
+        seccomp,
         ignored,
     })
 }
@@ -213,6 +222,7 @@ pub fn process_setup(process: &Process, root: &Path) -> Result<ProcessSetup, Pla
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
         oom_score_adj: process.oom_score_adj(),
         terminal: process.terminal().unwrap_or(false),
+        seccomp: None,
     })
 }
 
@@ -321,6 +331,33 @@ mod tests {
             init_plan("c", &spec, Path::new("/r")),
             Err(PlanError::NoProcess)
         ));
+    }
+
+    #[test]
+    fn the_seccomp_profile_is_planned_not_ignored() {
+        let mut spec = parse_spec(&default_spec_with(&["true"])).unwrap();
+        let mut linux = spec.linux().clone().unwrap();
+        let profile = |action: &str| {
+            serde_json::from_value(serde_json::json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": action, "errnoRet": 1}]
+            }))
+            .unwrap()
+        };
+        linux.set_seccomp(Some(profile("SCMP_ACT_ERRNO")));
+        spec.set_linux(Some(linux.clone()));
+        let plan = init_plan("c", &spec, Path::new("/r")).unwrap();
+        assert_eq!(plan.seccomp.unwrap().rules.len(), 2);
+        assert!(plan.ignored.is_empty(), "{:?}", plan.ignored);
+        // Its errors are the container's, naming the field.
+        linux.set_seccomp(Some(profile("SCMP_ACT_NOTIFY")));
+        spec.set_linux(Some(linux));
+        let err = init_plan("c", &spec, Path::new("/r")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("linux.seccomp: syscalls[0] (mkdir, mkdirat) is SCMP_ACT_NOTIFY"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,9 +14,11 @@
 //!                  init: builds the rootfs, pivot_root, reports `Ready`, blocks on the
 //!                  control pipe until StartContainer sends START;
 //!                  exec: chroots into the init's root;
-//!                  both: rlimits, user, capabilities, no_new_privs, cwd, signals reset,
-//!                  every fd but 0-2 close-on-exec, execve. The report pipe is
-//!                  close-on-exec, so the agent reads EOF on success, or an `Error`.
+//!                  both: rlimits, [seccomp], user, capabilities, no_new_privs, cwd,
+//!                  signals reset, every fd but 0-2 close-on-exec, [seccomp], execve
+//!                  (the seccomp filter is loaded at one of the two places, see
+//!                  `exec_program`). The report pipe is close-on-exec, so the agent reads
+//!                  EOF on success, or an `Error`.
 //! ```
 //!
 //! Two forks because a new PID namespace only applies to children of the caller, and
@@ -53,6 +55,7 @@ use super::hooks::{self, GuestHooks};
 use super::namespaces::{clone_flag, proc_name, NamespacePlan};
 use super::rlimits::{self, Rlimit};
 use super::rootfs::{self, RootfsPlan};
+use super::seccomp::{self, Filter};
 use super::sync::{self, Report, SyncError, MAPS_WRITTEN, START};
 use super::user::UserPlan;
 use crate::process::ChildStdio;
@@ -95,6 +98,8 @@ pub struct ProcessSetup {
     pub oom_score_adj: Option<i32>,
     /// `process.terminal`: stdio is a terminal of the container's devpts.
     pub terminal: bool,
+    /// The container's `linux.seccomp`, compiled (an exec gets its container's).
+    pub seccomp: Option<Arc<Filter>>,
 }
 
 /// A container's init: new namespaces and a rootfs.
@@ -477,11 +482,24 @@ fn set_domainname(name: &str) -> Result<(), String> {
 }
 
 /// The last steps, in the order the kernel's rules need, then execve.
+///
+/// The seccomp filter goes where runc puts it. With no_new_privs it is the very last step
+/// before execve, so that the profile need not allow what the agent's own steps call.
+/// Without, loading it needs CAP_SYS_ADMIN, which the UID change below clears from the
+/// effective set: it is loaded after the steps runc takes before its own load (rlimits,
+/// oom_score_adj) and before the capabilities and IDs change, so the profile must allow
+/// what follows (capset, prctl, setgroups, setres[ug]id, umask, chdir, rt_sigaction,
+/// rt_sigprocmask, close_range, execve), as it must under runc.
 fn exec_program(p: &ProcessSetup) -> Result<Infallible, String> {
     rlimits::apply(&p.rlimits)?;
     if let Some(adj) = p.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| format!("setting oom_score_adj to {adj}: {e}"))?;
+    }
+    if !p.no_new_privileges {
+        if let Some(filter) = &p.seccomp {
+            seccomp::load(filter)?;
+        }
     }
     if let Some(caps) = &p.caps {
         caps::apply_bounding(caps)?;
@@ -515,6 +533,11 @@ fn exec_program(p: &ProcessSetup) -> Result<Infallible, String> {
         libc::c_uint::MAX,
         libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
     );
+    if p.no_new_privileges {
+        if let Some(filter) = &p.seccomp {
+            seccomp::load(filter)?;
+        }
+    }
     Err(command::exec(&p.command))
 }
 

@@ -27,6 +27,22 @@ pub enum Privileges {
     /// No capabilities at all (effective, permitted, inheritable, ambient, and an empty
     /// bounding set, so that exec as uid 0 cannot give them back) and no_new_privs.
     None,
+    /// Only the capabilities in the mask (bit n is capability n), in every set but the
+    /// inheritable and ambient ones, and no_new_privs: for a program that must act as root
+    /// on files (QEMU's 9p passthrough) but has no business making device nodes or file
+    /// capabilities.
+    Only(u64),
+}
+
+/// Capability numbers (linux/capability.h) of the helpers' keep-lists.
+pub mod cap {
+    pub const CHOWN: u64 = 1 << 0;
+    pub const DAC_OVERRIDE: u64 = 1 << 1;
+    pub const DAC_READ_SEARCH: u64 = 1 << 2;
+    pub const FOWNER: u64 = 1 << 3;
+    pub const FSETID: u64 = 1 << 4;
+    pub const MKNOD: u64 = 1 << 27;
+    pub const SETFCAP: u64 = 1 << 31;
 }
 
 /// The highest capability number tried when emptying the bounding set; numbers the kernel
@@ -41,9 +57,17 @@ pub unsafe fn restrict(privileges: Privileges) -> bool {
     if privileges == Privileges::Inherit {
         return true;
     }
-    if privileges == Privileges::None {
+    let keep = match privileges {
+        Privileges::None => 0,
+        Privileges::Only(mask) => mask,
+        Privileges::Inherit | Privileges::NoNewPrivs => u64::MAX,
+    };
+    if keep != u64::MAX {
         // The bounding set first: dropping from it needs CAP_SETPCAP, lost below.
         for cap in 0..=LAST_CAP_TRIED {
+            if keep & (1 << cap) != 0 {
+                continue;
+            }
             if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0
                 && *libc::__errno_location() != libc::EINVAL
             {
@@ -66,7 +90,23 @@ pub unsafe fn restrict(privileges: Privileges) -> bool {
             version: LINUX_CAPABILITY_VERSION_3,
             pid: 0,
         };
-        let data = [CapData::default(); 2];
+        // Permitted and effective: what is kept (of what we have, as capset refuses more);
+        // a root exec then gets exactly the bounding set back.
+        let mut data = [CapData::default(); 2];
+        if libc::syscall(
+            libc::SYS_capget,
+            &header as *const CapHeader,
+            data.as_mut_ptr(),
+        ) < 0
+        {
+            return false;
+        }
+        for (word, data) in data.iter_mut().enumerate() {
+            let kept = (keep >> (32 * word)) as u32;
+            data.permitted &= kept;
+            data.effective &= kept;
+            data.inheritable = 0;
+        }
         if libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) < 0 {
             return false;
         }
@@ -158,6 +198,25 @@ mod tests {
     fn no_privileges_means_no_capabilities_after_exec_and_no_new_privs() {
         let status = status_after(Privileges::None);
         for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert!(
+                status.contains(&format!("{set}:\t0000000000000000")),
+                "{set} not empty: {status}"
+            );
+        }
+        assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    }
+
+    #[test]
+    fn only_keeps_the_listed_capabilities_after_exec_as_root() {
+        let keep = cap::CHOWN | cap::FOWNER | cap::FSETID;
+        let status = status_after(Privileges::Only(keep));
+        for set in ["CapPrm", "CapEff", "CapBnd"] {
+            assert!(
+                status.contains(&format!("{set}:\t{keep:016x}")),
+                "{set} is not {keep:#x}: {status}"
+            );
+        }
+        for set in ["CapInh", "CapAmb"] {
             assert!(
                 status.contains(&format!("{set}:\t0000000000000000")),
                 "{set} not empty: {status}"

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::detach::{
     find_binary, spawn_console_keeper, spawn_detached, CgroupJoin, Program, CONSOLE_LOG_LIMIT,
 };
+use crate::jail::{cap, Privileges};
 use crate::runfiles;
 use crate::{
     BackendKind, Error, Hypervisor, ProcessRecord, Result, VmConfig, VmInstance, VsockEndpoint,
@@ -15,6 +16,16 @@ use super::cmdline::{self, Inputs, Machine, VsockDevice};
 use super::paths::RunPaths;
 use super::qmp::QmpClient;
 use super::{tsc, vhost_vsock, vsock_helper, Qemu};
+
+/// What QEMU keeps of root's capabilities: its 9p passthrough serves the guest's users, so
+/// it must chown (CHOWN), open and list their files (DAC_OVERRIDE, DAC_READ_SEARCH), set
+/// their times and modes (FOWNER) and keep setgid bits the guest sets (FSETID). Nothing
+/// else: without MKNOD a guest cannot make device nodes in a share, without SETFCAP it
+/// cannot give a file capabilities there (both would be host privileges waiting for
+/// whoever reaches the file), and SYS_ADMIN, NET_ADMIN and the rest serve nothing QEMU
+/// does once its descriptors are open.
+pub const QEMU_CAPABILITIES: u64 =
+    cap::CHOWN | cap::DAC_OVERRIDE | cap::DAC_READ_SEARCH | cap::FOWNER | cap::FSETID;
 
 /// The descriptor number a program's first passed fd gets (see `Program::pass_fd`).
 const FIRST_PASSED_FD: i32 = 3;
@@ -89,8 +100,9 @@ pub fn launch(qemu: &Qemu, vm: &VmConfig) -> Result<VmInstance> {
     };
     let args = cmdline::qemu_args(&inputs);
     let cpus_preallocated = cmdline::preallocated_cpus(&inputs);
-    let mut program =
-        Program::new("qemu", &binary, &args, &run_dir, &paths.qemu_log)?.cgroup(&cgroup)?;
+    let mut program = Program::new("qemu", &binary, &args, &run_dir, &paths.qemu_log)?
+        .cgroup(&cgroup)?
+        .privileges(Privileges::Only(QEMU_CAPABILITIES));
     if let Some(fd) = vhost_fd {
         if program.pass_fd(fd)? != FIRST_PASSED_FD {
             return Err(Error::Config("vhost-vsock descriptor misnumbered".into()));

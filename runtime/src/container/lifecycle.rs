@@ -23,7 +23,7 @@ use crate::sandbox::host_cgroup::{self, HostCgroup, HostCgroupError, Limits};
 use crate::sandbox::pod::{self, Placement};
 use crate::sandbox::sizing;
 use crate::sandbox::store::{self, SandboxState, SandboxStore, SandboxStoreError};
-use crate::sandbox::{shares, Agent, AgentError, LaunchPlan, Sandbox, SandboxError};
+use crate::sandbox::{mount_points, shares, Agent, AgentError, LaunchPlan, Sandbox, SandboxError};
 
 /// The tag of the sandbox's exported directory (9p tags are at most 31 bytes): every
 /// container's rootfs and volumes, each under `<container ID>/`.
@@ -119,6 +119,12 @@ pub enum LifecycleError {
         id: String,
         #[source]
         source: HostCgroupError,
+    },
+    #[error("container \"{id}\": {source}")]
+    MountPoint {
+        id: String,
+        #[source]
+        source: crate::sandbox::mount_points::MountPointError,
     },
 }
 
@@ -346,11 +352,32 @@ fn boot(
     // The container's rootfs and volumes go into the sandbox's exported directory before
     // the VM boots (a new sandbox) or while it runs (a pod's next container).
     let host_dir = sandboxes.shared_dir(&sandbox_id).join(&id);
+    let read_only = bundle
+        .spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false);
+    if read_only {
+        // The guest cannot make its mount points in a rootfs that is read-only on the host.
+        let wanted = mount_points::wanted(&guest.spec, &guest.binds, &guest_dir.join("mounts"));
+        let made = mount_points::create_missing(&bundle.rootfs, &wanted).map_err(|source| {
+            LifecycleError::MountPoint {
+                id: id.clone(),
+                source,
+            }
+        })?;
+        if !made.is_empty() {
+            let made: Vec<String> = made.iter().map(|p| p.display().to_string()).collect();
+            info!(ctx.log, "made mount points in the read-only rootfs";
+                  "container" => &id, "paths" => made.join(","));
+        }
+    }
     let rootfs = HostBind {
         source: bundle.rootfs.clone(),
         name: "rootfs".into(),
         is_dir: true,
-        read_only: false,
+        read_only,
         recursive: true,
     };
     shares::share(&host_dir, &[rootfs]).map_err(share_err(&id))?;

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod host_cgroup;
+pub mod mount_points;
 pub mod pod;
 pub mod shares;
 pub mod sizing;

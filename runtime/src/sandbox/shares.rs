@@ -6,6 +6,20 @@
 //! it once and binds from there. Read-only sources get a read-only host mount, so a guest
 //! that talks to the file server directly still cannot write them.
 //!
+//! A guest is assumed hostile (issue 14), and what it writes through a share lands in host
+//! directories. Three measures keep that from becoming a host privilege:
+//! - the file servers cannot make device nodes or file capabilities at all (QEMU keeps no
+//!   CAP_MKNOD or CAP_SETFCAP, virtiofsd drops them with --modcaps);
+//! - every mount here is nosuid and nodev, and read-only ones are read-only all the way
+//!   down (mount_setattr with AT_RECURSIVE: a remount would leave submounts writable);
+//! - the only host paths through these mounts lie in the sandbox's directory, which only
+//!   root may enter, so a setuid file the guest makes here is no one else's to run.
+//!   A setuid bit the guest sets on a file it owns cannot be refused without refusing a
+//!   package manager's install in the container, so it is made harmless by where the
+//!   file can be reached from instead; the bundle's own rootfs path is the engine's, and
+//!   the engines keep it under root-only directories as they do for runc, whose
+//!   containers can make the same files.
+//!
 //! Releasing finds the mounts in /proc/self/mountinfo rather than in a record, so it also
 //! cleans up after a `ward` that crashed halfway through sharing.
 
@@ -35,6 +49,62 @@ pub enum ShareError {
     },
     #[error("unmounting {path}: {errno}")]
     Unmount { path: PathBuf, errno: nix::Error },
+    #[error("making the share {path} {attributes}: {errno} (mount_setattr needs Linux 5.12)")]
+    Attributes {
+        path: PathBuf,
+        attributes: String,
+        errno: nix::Error,
+    },
+}
+
+/// The attributes every share mount gets.
+const SHARE_ATTRIBUTES: u64 = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+
+/// Sets mount attributes on the mount at `path` and on every mount below it.
+fn set_attributes(path: &Path, attributes: u64) -> Result<(), ShareError> {
+    let err = |errno| ShareError::Attributes {
+        path: path.to_path_buf(),
+        attributes: describe(attributes),
+        errno,
+    };
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| err(nix::Error::EINVAL))?;
+    let attr = libc::mount_attr {
+        attr_set: attributes,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: the path is a NUL-terminated string and `attr` a mount_attr of the size
+    // passed, both alive for the call; the kernel only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            (libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW) as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(err(nix::Error::last()));
+    }
+    Ok(())
+}
+
+fn describe(attributes: u64) -> String {
+    let names = [
+        (libc::MOUNT_ATTR_RDONLY, "read-only"),
+        (libc::MOUNT_ATTR_NOSUID, "nosuid"),
+        (libc::MOUNT_ATTR_NODEV, "nodev"),
+    ];
+    names
+        .iter()
+        .filter(|(bit, _)| attributes & bit != 0)
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Makes `dir` (which exists) the sandbox's exported directory: a mount point of its own,
@@ -57,7 +127,8 @@ pub fn export(dir: &Path) -> Result<(), ShareError> {
         MsFlags::MS_SHARED,
         None::<&str>,
     )
-    .map_err(bind_err)
+    .map_err(bind_err)?;
+    set_attributes(dir, SHARE_ATTRIBUTES)
 }
 
 /// Removes `dir` and what is in it, once nothing is mounted below it any more: a
@@ -117,11 +188,11 @@ pub fn share(dir: &Path, binds: &[HostBind]) -> Result<(), ShareError> {
             None::<&str>,
         )
         .map_err(bind_err)?;
+        let mut attributes = SHARE_ATTRIBUTES;
         if bind.read_only {
-            // A bind mount takes MS_RDONLY only on a remount.
-            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-            mount(None::<&str>, &target, None::<&str>, flags, None::<&str>).map_err(bind_err)?;
+            attributes |= libc::MOUNT_ATTR_RDONLY;
         }
+        set_attributes(&target, attributes)?;
     }
     Ok(())
 }
