@@ -673,6 +673,7 @@ fn launch(
     let timeout = Duration::from_secs(ctx.config.guest.boot_timeout_secs);
     let size = plan.size;
     let mut attempt = 1;
+    Sandbox::admit(&ctx.config, sandbox_id, &ctx.log).map_err(sandbox_err(sandbox_id))?;
     loop {
         let sandbox = Sandbox::launch(&ctx.config, sandbox_id, run_dir, plan, &ctx.log)
             .map_err(sandbox_err(sandbox_id))?;

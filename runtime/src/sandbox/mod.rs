@@ -39,7 +39,7 @@ const CONSOLE_TAIL_LINES: usize = 20;
 /// agent answers at once: the process exists or it does not.
 pub const STREAM_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Said once per VM started under TCG.
+/// Said once per sandbox started under TCG.
 const TCG_WARNING: &str = "the VM runs under TCG, not KVM: QEMU does not treat TCG as a \
      security boundary, so a guest that escapes its container may reach the host; set \
      [hypervisor] require_kvm = true to refuse such VMs";
@@ -94,14 +94,9 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Boots a VM as `plan` says and returns once the VM process runs.
-    pub fn launch(
-        config: &Config,
-        id: &str,
-        run_dir: &std::path::Path,
-        plan: &LaunchPlan,
-        log: &Logger,
-    ) -> Result<Sandbox, SandboxError> {
+    /// Refuses a sandbox that would run under TCG where `require_kvm` says so, and warns
+    /// once (not per launch attempt) that it does otherwise.
+    pub fn admit(config: &Config, id: &str, log: &Logger) -> Result<(), SandboxError> {
         let hypervisor = ward_hypervisor::backend(&config.hypervisor)?;
         if hypervisor.accel()? == Accel::Tcg {
             if config.hypervisor.require_kvm {
@@ -111,6 +106,18 @@ impl Sandbox {
             }
             warn!(log, "{TCG_WARNING}"; "container" => id, "backend" => hypervisor.kind().as_str());
         }
+        Ok(())
+    }
+
+    /// Boots a VM as `plan` says and returns once the VM process runs; `admit` first.
+    pub fn launch(
+        config: &Config,
+        id: &str,
+        run_dir: &std::path::Path,
+        plan: &LaunchPlan,
+        log: &Logger,
+    ) -> Result<Sandbox, SandboxError> {
+        let hypervisor = ward_hypervisor::backend(&config.hypervisor)?;
         let vm_config = VmConfig {
             id: id.to_string(),
             run_dir: run_dir.to_path_buf(),
