@@ -24,13 +24,18 @@ fn assert_gone(containerd: &Containerd, id: &str) {
     let containers = containerd.ids("container");
     assert!(containers.is_empty(), "ctr c ls: {containers:?}");
     let state = containerd.shim_root().join(id);
-    assert!(
-        !state.exists(),
-        "the shim's state of {id} remains: {}",
-        state.display()
-    );
-    let dir = state.to_string_lossy().into_owned();
+    // After a shim dies, containerd runs its `delete` action in the background: the task
+    // can be gone from `ctr task ls` before that action has removed the state.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while state.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shim's state of {id} remains: {}",
+            state.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dir = state.to_string_lossy().into_owned();
     loop {
         let mut left = ward_processes_mentioning(&[&dir]);
         left.extend(shim_processes(&containerd.namespace));
