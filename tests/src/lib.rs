@@ -16,6 +16,30 @@ pub struct Ward {
     pub dir: tempfile::TempDir,
 }
 
+/// A test that fails halfway leaves its containers running; their VMs would go on using
+/// the CPU the next tests time themselves on. Passing tests clean up (and check it) alone.
+impl Drop for Ward {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let _ = self
+                .command()
+                .args(["delete", "--force", &id])
+                .stdin(std::process::Stdio::null())
+                .output();
+        }
+    }
+}
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
