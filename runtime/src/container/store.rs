@@ -195,17 +195,8 @@ impl Store {
             message: e.to_string(),
         })?;
         // 0600: the state names the bundle, the VM's processes and the guest's streams.
-        let mut file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Self::io(id, "creating", &tmp, e))?;
-        file.write_all(&text)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Self::io(id, "writing", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| Self::io(id, "renaming into", &path, e))
+        replace_private(&tmp, &path, &text)
+            .map_err(|(action, file, e)| Self::io(id, action, &file, e))
     }
 
     /// Removes the container's directory and everything in it. The lock file stays (see
@@ -237,6 +228,27 @@ impl Store {
             Err(e) => Err(Self::io(id, "removing", &dir, e)),
         }
     }
+}
+
+/// Replaces `path` with `text` as a whole (written to `tmp` first, synced, renamed over it),
+/// readable by root only: both the container and the sandbox state files. An error names
+/// what failed and on which file.
+pub(crate) fn replace_private(
+    tmp: &Path,
+    path: &Path,
+    text: &[u8],
+) -> Result<(), (&'static str, PathBuf, std::io::Error)> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(|e| ("creating", tmp.to_path_buf(), e))?;
+    file.write_all(text)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| ("writing", tmp.to_path_buf(), e))?;
+    fs::rename(tmp, path).map_err(|e| ("renaming into", path.to_path_buf(), e))
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@
 //! removal, or two commands racing on a deleted sandbox could each hold "the" lock.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -21,6 +20,7 @@ use thiserror::Error;
 use ward_hypervisor::VmInstance;
 
 use super::sizing::Size;
+use crate::container::store::replace_private;
 
 /// Where sandbox directories live. Short on purpose: see the module comment.
 pub const SANDBOX_BASE: &str = "/run/ward-sandboxes";
@@ -259,17 +259,8 @@ impl SandboxStore {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Self::io(id, "creating", &tmp, e))?;
-        file.write_all(&text)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Self::io(id, "writing", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| Self::io(id, "renaming into", &path, e))
+        replace_private(&tmp, &path, &text)
+            .map_err(|(action, file, e)| Self::io(id, action, &file, e))
     }
 
     /// Removes the sandbox's directory; the caller has released every mount below it.
