@@ -2,41 +2,9 @@
 //! (issue 14): every ward-vmm thread under its seccomp filter with no_new_privs, and the
 //! container still running and exec'ing under them.
 
-use std::collections::BTreeMap;
-
-use ward_e2e::{pids_mentioning, text, Ward};
+use ward_e2e::{sandbox_processes, status_fields, Ward};
 
 use super::{exec, kill_and_delete, require_hardware_kvm, require_vmm, start_sleeper};
-
-/// `Key:\tvalue` lines of a /proc status file.
-fn status_fields(path: &str) -> BTreeMap<String, String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
-
-/// The host processes of sandbox `id` whose command line names `program`.
-fn sandbox_processes(ward: &Ward, id: &str, program: &str) -> Vec<i64> {
-    let needle = ward_e2e::engines::sandbox_dir(&ward.root, id)
-        .display()
-        .to_string();
-    pids_mentioning(&needle)
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|raw| {
-                    text(&raw)
-                        .split('\0')
-                        .next()
-                        .is_some_and(|argv0| argv0.ends_with(program))
-                })
-                .unwrap_or(false)
-        })
-        .collect()
-}
 
 #[test]
 fn builtin_every_vmm_thread_runs_under_seccomp_with_no_new_privs() {

@@ -13,9 +13,9 @@ mod hotplug;
 mod qemu_kvm;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ward_e2e::{pids_mentioning, text, Ward};
+use ward_e2e::{text, Ward};
 use ward_hypervisor::KvmClass;
 
 /// What KVM is here; fails the test unless it runs guest kernel code in hardware.

@@ -308,3 +308,30 @@ pub fn mounts_mentioning(needle: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// `Key:\tvalue` lines of a /proc status file (`/proc/PID/status`, a thread's).
+pub fn status_fields(path: &str) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The host processes of sandbox `id` (of `ward`'s root) whose program (argv[0]) ends
+/// with `program`.
+pub fn sandbox_processes(ward: &Ward, id: &str, program: &str) -> Vec<i64> {
+    let needle = engines::sandbox_dir(&ward.root, id).display().to_string();
+    pids_mentioning(&needle)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
+                text(&raw)
+                    .split('\0')
+                    .next()
+                    .is_some_and(|argv0| argv0.ends_with(program))
+            })
+        })
+        .collect()
+}

@@ -3,37 +3,7 @@
 //! (`-sandbox`), vhost-device-vsock without any capability, both with no_new_privs; and the
 //! container still runs and execs.
 
-use std::collections::BTreeMap;
-
-use ward_e2e::{pids_mentioning, text, Ward};
-
-/// `Key:\tvalue` lines of a /proc status file.
-fn status_fields(path: &str) -> BTreeMap<String, String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
-
-/// The host processes of sandbox `id` whose program (argv[0]) ends with `program`.
-fn sandbox_processes(ward: &Ward, id: &str, program: &str) -> Vec<i64> {
-    let needle = ward_e2e::engines::sandbox_dir(&ward.root, id)
-        .display()
-        .to_string();
-    pids_mentioning(&needle)
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
-                text(&raw)
-                    .split('\0')
-                    .next()
-                    .is_some_and(|argv0| argv0.ends_with(program))
-            })
-        })
-        .collect()
-}
+use ward_e2e::{sandbox_processes, status_fields, text, Ward};
 
 #[test]
 fn qemu_and_its_vsock_helper_run_confined() {

@@ -6,18 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ward_e2e::{mounts_mentioning, pids_mentioning, text, Ward};
-
-/// `Key:\tvalue` of a /proc status file.
-fn status_field(pid: i64, key: &str) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{key}:"))
-                .map(|v| v.trim().to_string())
-        })
-}
+use ward_e2e::{mounts_mentioning, sandbox_processes, status_fields, text, Ward};
 
 /// The options field (6th) of a mountinfo line.
 fn mount_options(line: &str) -> Vec<String> {
@@ -57,21 +46,13 @@ fn no_device_nodes_and_nosuid_nodev_shares() {
     let ward = Ward::new();
     let bundle = ward.start("nodev", &["sleep", "1000"]);
 
-    let needle = ward_e2e::engines::sandbox_dir(&ward.root, "nodev")
-        .display()
-        .to_string();
-    let qemu: Vec<i64> = pids_mentioning(&needle)
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| text(&c).starts_with("/usr/bin/qemu-system-x86_64"))
-        })
-        .collect();
+    let qemu = sandbox_processes(&ward, "nodev", "qemu-system-x86_64");
     assert_eq!(qemu.len(), 1, "one QEMU: {qemu:?}");
+    let status = status_fields(&format!("/proc/{}/status", qemu[0]));
     // CHOWN, DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, FSETID: what 9p passthrough needs.
     for set in ["CapPrm", "CapEff", "CapBnd"] {
         assert_eq!(
-            status_field(qemu[0], set).as_deref(),
+            status.get(set).map(String::as_str),
             Some("000000000000001f"),
             "QEMU's {set}"
         );
