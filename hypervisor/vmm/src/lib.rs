@@ -7,6 +7,7 @@ pub mod boot;
 pub mod bus;
 pub mod config;
 pub mod devices;
+pub mod logging;
 pub mod seccomp;
 pub mod vmm;
 pub mod vstate;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use slog::{error, o, Drain, Logger};
+use slog::error;
 
 use ward_vmm::config::{DeviceConfig, DiskConfig, FsConfig, VsockConfig};
 use ward_vmm::vmm::{Payload, Vmm, VmmConfig};
@@ -74,23 +74,10 @@ fn parse_disk(s: &str) -> Result<DiskConfig, String> {
     DiskConfig::parse(s).map_err(|e| e.to_string())
 }
 
-fn logger(level: &str) -> Logger {
-    let level = match level {
-        "error" => slog::Level::Error,
-        "warning" | "warn" => slog::Level::Warning,
-        "debug" => slog::Level::Debug,
-        "trace" => slog::Level::Trace,
-        _ => slog::Level::Info,
-    };
-    let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
-    let drain = slog_term::FullFormat::new(decorator).build().fuse();
-    let drain = slog::LevelFilter::new(drain, level).fuse();
-    Logger::root(drain, o!("pid" => std::process::id()))
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log = logger(&cli.log_level);
+    let log =
+        ward_vmm::logging::logger(ward_vmm::logging::level(&cli.log_level), std::io::stderr());
     if cli.no_seccomp {
         slog::warn!(log, "seccomp filters are off (--no-seccomp)");
     } else if let Err(e) = ward_vmm::seccomp::enable() {

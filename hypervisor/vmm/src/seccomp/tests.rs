@@ -157,3 +157,56 @@ fn the_message_buffer_formats_numbers() {
     line.push_int(i64::MAX);
     assert_eq!(&line.buf[..line.len], b"0 -17 9223372036854775807");
 }
+
+/// A `Write` many threads share, for reading back what a logger wrote.
+#[derive(Clone, Default)]
+struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::ErrorKind::Other)?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every thread class may log, from its first line on and again after a pause: a logger
+/// that touches files (chrono's local time zone re-reading /etc/localtime) traps under
+/// the vCPU and worker filters, which ended ward-vmm in L1. A trap here kills the test
+/// binary with SIGSYS (no handler is installed), which fails the run.
+#[test]
+fn every_thread_class_may_log() {
+    let out = SharedBuf::default();
+    let log = crate::logging::logger(slog::Level::Debug, out.clone());
+    for class in ThreadClass::ALL {
+        let program = class.program().expect("program");
+        let log = log.clone();
+        std::thread::spawn(move || {
+            // Per thread, without TSYNC: the test's other threads stay unfiltered.
+            seccompiler::apply_filter(&program).expect("installing the filter");
+            slog::info!(log, "first line"; "class" => class.name());
+            // chrono re-checks the zone file once a second or more apart.
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            slog::warn!(log, "second line"; "class" => class.name());
+        })
+        .join()
+        .expect("the filtered thread panicked");
+    }
+    let text = String::from_utf8_lossy(&out.0.lock().unwrap()).to_string();
+    for class in ThreadClass::ALL {
+        for line in ["first line", "second line"] {
+            assert!(
+                text.lines()
+                    .any(|l| l.contains(line) && l.contains(&format!("class: {}", class.name()))),
+                "no {line:?} from {}: {text}",
+                class.name()
+            );
+        }
+    }
+}
