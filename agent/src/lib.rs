@@ -8,6 +8,7 @@ pub mod hotplug;
 pub mod init;
 pub mod logging;
 pub mod netdev;
+pub mod network;
 pub mod options;
 pub mod process;
 pub mod reaper;

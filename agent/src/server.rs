@@ -16,15 +16,15 @@ use ward_agent_protocol::agent::{
     ExecProcessRequest, GuestDetails, GuestDetailsRequest, ListProcessesRequest,
     ListProcessesResponse, OnlineCpusRequest, OnlineCpusResponse, PauseContainerRequest,
     ProcessInfo, RemoveContainerRequest, ResizeTerminalRequest, ResumeContainerRequest,
-    SignalProcessRequest, StartContainerRequest, StatsContainerRequest, StatsContainerResponse,
-    UpdateContainerRequest, WaitProcessRequest, WaitProcessResponse,
+    SetupNetworkRequest, SignalProcessRequest, StartContainerRequest, StatsContainerRequest,
+    StatsContainerResponse, UpdateContainerRequest, WaitProcessRequest, WaitProcessResponse,
 };
 use ward_agent_protocol::agent_ttrpc::{create_agent, Agent};
 use ward_agent_protocol::{AGENT_VERSION, AGENT_VSOCK_PORT, PROTOCOL_VERSION};
 
 use crate::container::Containers;
 use crate::error::{code_name, to_status, Coded};
-use crate::{hotplug, sysinfo};
+use crate::{hotplug, network, sysinfo};
 
 /// The sysfs the hotplug calls work on.
 const SYS: &str = "/sys";
@@ -321,6 +321,30 @@ impl Agent for Service {
                 hotplug::release_disk(SYS.as_ref(), &mountinfo, &req.serial, deadline(ctx))
             });
         self.finish("ReleaseDisk", "", started, result)
+            .map(|()| Empty::new())
+    }
+
+    fn setup_network(&self, ctx: &TtrpcContext, req: SetupNetworkRequest) -> ttrpc::Result<Empty> {
+        let started = Instant::now();
+        info!(self.log, "rpc"; "rpc" => "SetupNetwork", "interfaces" => req.interfaces.len(),
+              "routes" => req.routes.len());
+        let budget = deadline(ctx).saturating_duration_since(Instant::now());
+        let result = network::plan::parse(&req).and_then(|plan| {
+            network::apply::apply(&plan, budget)?;
+            Ok(plan)
+        });
+        if let Ok(plan) = &result {
+            for nic in &plan.nics {
+                let addresses: Vec<String> = nic
+                    .addresses
+                    .iter()
+                    .map(|(ip, p)| format!("{ip}/{p}"))
+                    .collect();
+                info!(self.log, "network interface up"; "name" => &nic.name, "mtu" => nic.mtu,
+                      "addresses" => addresses.join(","));
+            }
+        }
+        self.finish("SetupNetwork", "", started, result.map(drop))
             .map(|()| Empty::new())
     }
 }

@@ -120,6 +120,7 @@ fn run_once(o: &Options, qemu: &dyn Hypervisor) -> Result<(), String> {
         shared_dirs: vec![],
         hotplug: None,
         host_cgroups: Vec::new(),
+        nics: Vec::new(),
     };
     let mut config = config;
     let shared = dir.path().join("shared");

@@ -109,6 +109,7 @@ fn boot_once(kind: BackendKind, o: &Options, n: usize) -> Result<Sample, String>
         shared_dirs: Vec::new(),
         hotplug: None,
         host_cgroups: Vec::new(),
+        nics: Vec::new(),
     };
     let start = Instant::now();
     let vm = hypervisor

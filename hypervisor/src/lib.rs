@@ -10,6 +10,7 @@ pub mod builtin;
 pub mod config;
 mod detach;
 pub mod jail;
+mod post_mortem;
 pub mod process;
 pub mod qemu;
 mod runfiles;
@@ -23,6 +24,7 @@ pub use accel::{Accel, KvmClass, ProbeReport};
 pub use config::{
     AccelChoice, BackendChoice, BackendKind, BuiltinConfig, HypervisorConfig, QemuConfig,
 };
+pub use post_mortem::PostMortem;
 pub use process::ProcessRecord;
 pub use vsock::{VsockConnection, VsockEndpoint};
 
@@ -79,6 +81,28 @@ pub struct VmConfig {
     /// under cgroup v1, one under v2, each process joining all of them before it runs
     /// (see `jail::cgroup`). Empty: they stay in the cgroup of the `ward` that starts them.
     pub host_cgroups: Vec<PathBuf>,
+    /// Network cards, each backed by a tap the runtime opened in the pod's namespace.
+    pub nics: Vec<Nic>,
+}
+
+/// A guest network card whose frames go through a tap device.
+#[derive(Debug, Clone)]
+pub struct Nic {
+    /// The tap (opened with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR); the VMM gets a copy.
+    pub tap: std::sync::Arc<std::os::fd::OwnedFd>,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+}
+
+impl Nic {
+    /// `aa:bb:cc:dd:ee:ff`.
+    pub fn mac_text(&self) -> String {
+        self.mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
 }
 
 /// How far a running VM may be resized.
@@ -245,6 +269,12 @@ pub trait Hypervisor {
     /// Stops the VM: asks the VMM to quit, then kills whatever of `vm`'s processes is left
     /// after `grace`, and waits until none is. Succeeds when the VM is already gone.
     fn shutdown(&self, vm: &VmInstance, grace: std::time::Duration) -> Result<()>;
+
+    /// The logs of `vm`'s host processes (the VMM's first), for reports about a VM that
+    /// failed; the console is not among them.
+    fn logs(&self, _vm: &VmInstance) -> Vec<PathBuf> {
+        Vec::new()
+    }
 
     /// Opens a connection to a vsock port of the guest.
     fn connect(&self, vm: &VmInstance, port: u32) -> Result<VsockConnection> {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod container;
 pub mod hooks;
 pub mod logging;
+pub mod network;
 pub mod relay;
 pub mod sandbox;
 pub mod shim;

@@ -67,18 +67,41 @@ fn start_bundle(ward: &Ward, config: &Path, id: &str, bundle: &Path) {
     assert_eq!(ward.state(id)["status"], "running");
 }
 
+/// How long one `ward exec` in this suite may take; a guest that hangs fails the test
+/// with its console instead of holding the whole L1 boot until its limit.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// `ward exec ID ARGS...` with `config`: (exit code, stdout, stderr).
 fn exec(ward: &Ward, config: &Path, id: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = ward
-        .command()
+    let mut command = ward.command();
+    command
         .env("WARD_CONFIG", config)
         .arg("exec")
         .arg(id)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("running ward exec");
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
+        .args(args);
+    match ward_e2e::output_within(&mut command, EXEC_TIMEOUT) {
+        Some(out) => (out.status.code(), text(&out.stdout), text(&out.stderr)),
+        None => panic!(
+            "ward exec {id} {args:?} did not finish within {} s; {}",
+            EXEC_TIMEOUT.as_secs(),
+            console_of(ward, id)
+        ),
+    }
+}
+
+/// The end of the console of container `id`'s VM, for a failure message.
+fn console_of(ward: &Ward, id: &str) -> String {
+    match ward_runtime::container::store::Store::new(ward.root.clone()).load(id) {
+        Ok(state) => match state.vm {
+            Some(vm) => format!(
+                "the guest console ({}) ends with:\n{}",
+                vm.console_log.display(),
+                ward_hypervisor::console_tail(&vm.console_log, 40)
+            ),
+            None => format!("container {id} has no VM"),
+        },
+        Err(e) => format!("container {id}'s state is unreadable: {e}"),
+    }
 }
 
 /// Kills the container, waits for it to stop, deletes it, and checks that none of its

@@ -38,7 +38,7 @@ pub mod agent_ttrpc {
 }
 
 /// Bumped on every incompatible change of the service or the stream handshake.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The guest port the agent's ttrpc server listens on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;

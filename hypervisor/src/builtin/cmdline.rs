@@ -45,8 +45,19 @@ pub fn vmm_args(
         spec.push(socket);
         push("--fs", spec);
     }
+    for (n, nic) in vm.nics.iter().enumerate() {
+        push(
+            "--net",
+            format!("fd={},mac={},mtu={}", nic_fd(n), nic.mac_text(), nic.mtu).into(),
+        );
+    }
     args.push("--rng".into());
     args
+}
+
+/// The descriptor ward-vmm finds the `n`th NIC's tap at: the first ones passed.
+pub fn nic_fd(n: usize) -> i32 {
+    3 + n as i32
 }
 
 #[cfg(test)]
@@ -72,6 +83,7 @@ mod tests {
             }],
             hotplug: None,
             host_cgroups: Vec::new(),
+            nics: Vec::new(),
         };
         let paths = RunPaths::new(Path::new("/run/ward/c1/vm"));
         let args = vmm_args(&vm, &paths, &[PathBuf::from("/run/ward/c1/vm/fs0.sock")]);

@@ -90,9 +90,19 @@ impl Hypervisor for Builtin {
             // directory, the guest assets, disk images ward created) and has no use for
             // any privilege; with no_new_privs it could not regain one by exec either (its
             // seccomp filters forbid exec outright).
-            let program = Program::new("ward-vmm", &binary, &args, &paths.dir, &paths.vmm_log)?
+            let mut program = Program::new("ward-vmm", &binary, &args, &paths.dir, &paths.vmm_log)?
                 .privileges(Privileges::None)
                 .cgroup(&cgroup)?;
+            // The taps, as descriptors 3, 4, ... (cmdline::vmm_args names them so).
+            for (n, nic) in vm.nics.iter().enumerate() {
+                let tap = nic.tap.try_clone().map_err(|source| Error::Spawn {
+                    what: "ward-vmm (copying a tap descriptor)".into(),
+                    source,
+                })?;
+                if program.pass_fd(tap)? != cmdline::nic_fd(n) {
+                    return Err(Error::Config("tap descriptor misnumbered".into()));
+                }
+            }
             let pid = spawn_detached(&program)?;
             ProcessRecord::of("ward-vmm", pid).ok_or_else(|| vmm_died(&paths))
         })();
@@ -120,6 +130,20 @@ impl Hypervisor for Builtin {
             shared_fs: SharedFs::Virtiofs,
             hotplug: None,
         })
+    }
+
+    fn logs(&self, vm: &VmInstance) -> Vec<PathBuf> {
+        let Some(paths) = RunPaths::from_control_socket(&vm.control_socket) else {
+            return Vec::new();
+        };
+        let file_servers = vm
+            .processes
+            .iter()
+            .filter(|p| p.name == "virtiofsd")
+            .count();
+        std::iter::once(paths.vmm_log.clone())
+            .chain((0..file_servers).map(|n| paths.fs_log(n)))
+            .collect()
     }
 
     fn shutdown(&self, vm: &VmInstance, grace: Duration) -> Result<()> {

@@ -10,7 +10,7 @@ use libc::{c_char, c_int};
 use crate::jail::Privileges;
 
 /// At most this many extra descriptors are handed to a program (as fds 3, 4, ...).
-pub const MAX_PASS: usize = 4;
+pub const MAX_PASS: usize = 8;
 /// The parent moves every descriptor a child will rearrange to this number or above, and
 /// the child only ever targets numbers below it, so a `dup2` never clobbers a source.
 pub const FIRST_SOURCE_FD: RawFd = 16;

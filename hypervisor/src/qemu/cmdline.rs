@@ -109,6 +109,8 @@ pub struct Inputs<'a> {
     /// The descriptor (passed to QEMU) of the pipe to the console keeper, which caps the
     /// console log (see `detach::console`); without one QEMU writes the log itself.
     pub console_fd: Option<RawFd>,
+    /// The descriptors (passed to QEMU) of `vm.nics`' taps, in order.
+    pub nic_fds: &'a [RawFd],
 }
 
 /// The QEMU fd set that holds the console pipe.
@@ -270,6 +272,20 @@ pub fn qemu_args(inputs: &Inputs) -> Vec<OsString> {
         args.plain(&[
             "-device",
             &format!("pcie-root-port,id={DISK_PORT_PREFIX}{n},chassis={}", n + 1),
+        ]);
+    }
+
+    // Taps the runtime opened in the pod's network namespace; QEMU only reads and writes
+    // them (no vhost-net: there is no /dev/vhost-net to open for it, and no helper may run).
+    for (n, (nic, fd)) in vm.nics.iter().zip(inputs.nic_fds).enumerate() {
+        args.plain(&["-netdev", &format!("tap,id=net{n},fd={fd},vhost=off")]);
+        args.plain(&[
+            "-device",
+            &format!(
+                "virtio-net-{transport},netdev=net{n},mac={},host_mtu={}",
+                nic.mac_text(),
+                nic.mtu
+            ),
         ]);
     }
 

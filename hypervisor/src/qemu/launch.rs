@@ -89,6 +89,9 @@ pub fn launch(qemu: &Qemu, vm: &VmConfig) -> Result<VmInstance> {
     // ends by itself once QEMU (the pipe's only writer after the launch) is gone.
     let keeper = spawn_console_keeper(&paths.console, CONSOLE_LOG_LIMIT, &cgroup)?;
     let console_fd = FIRST_PASSED_FD + i32::from(vhost_fd.is_some());
+    let nic_fds: Vec<i32> = (0..vm.nics.len() as i32)
+        .map(|n| console_fd + 1 + n)
+        .collect();
     let inputs = Inputs {
         vm,
         machine,
@@ -97,6 +100,7 @@ pub fn launch(qemu: &Qemu, vm: &VmConfig) -> Result<VmInstance> {
         paths: &paths,
         tsc_khz,
         console_fd: Some(console_fd),
+        nic_fds: &nic_fds,
     };
     let args = cmdline::qemu_args(&inputs);
     let cpus_preallocated = cmdline::preallocated_cpus(&inputs);
@@ -110,6 +114,15 @@ pub fn launch(qemu: &Qemu, vm: &VmConfig) -> Result<VmInstance> {
     }
     if program.pass_fd(keeper.writer)? != console_fd {
         return Err(Error::Config("console descriptor misnumbered".into()));
+    }
+    for (nic, &fd) in vm.nics.iter().zip(&nic_fds) {
+        let tap = nic.tap.try_clone().map_err(|source| Error::Spawn {
+            what: "qemu (copying a tap descriptor)".into(),
+            source,
+        })?;
+        if program.pass_fd(tap)? != fd {
+            return Err(Error::Config("tap descriptor misnumbered".into()));
+        }
     }
     // From here on, an early return drops `helper`, and its watcher stops it.
     let pid = spawn_detached(&program)?;

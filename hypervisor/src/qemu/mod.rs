@@ -20,6 +20,7 @@ use crate::{
 };
 
 pub use cmdline::Machine;
+use paths::RunPaths;
 
 pub struct Qemu {
     config: QemuConfig,
@@ -57,6 +58,12 @@ impl Hypervisor for Qemu {
 
     fn launch(&self, config: &VmConfig) -> Result<VmInstance> {
         launch::launch(self, config)
+    }
+
+    fn logs(&self, vm: &VmInstance) -> Vec<PathBuf> {
+        RunPaths::from_control_socket(&vm.control_socket)
+            .map(|paths| vec![paths.qemu_log, paths.vsock_log])
+            .unwrap_or_default()
     }
 
     fn shutdown(&self, vm: &VmInstance, grace: Duration) -> Result<()> {

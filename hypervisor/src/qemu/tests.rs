@@ -32,6 +32,7 @@ fn vm_config(dir: &Path) -> VmConfig {
         shared_dirs: vec![],
         hotplug: None,
         host_cgroups: Vec::new(),
+        nics: Vec::new(),
     }
 }
 

@@ -431,6 +431,7 @@ fn boot(
                 shared_dirs: shared,
                 hotplug: room,
                 host_cgroups,
+                nics: Vec::new(),
             };
             let (sandbox, agent) = launch(
                 ctx,

@@ -14,7 +14,7 @@ use ward_agent_protocol::agent::{
 };
 use ward_agent_protocol::agent_ttrpc::AgentClient;
 use ward_agent_protocol::{AGENT_VERSION, PROTOCOL_VERSION};
-use ward_hypervisor::VsockConnection;
+use ward_hypervisor::{PostMortem, VsockConnection};
 
 /// Control calls are small; the deadline only has to cover a slow guest (emulated ring 0
 /// makes every guest syscall cost milliseconds).
@@ -39,6 +39,9 @@ pub enum AgentError {
 /// A connected, version-checked agent.
 pub struct Agent {
     client: AgentClient,
+    /// Consulted when a call fails without the agent's answer: a dropped connection is
+    /// usually a VM that died, and the reason is in its logs.
+    vm: PostMortem,
 }
 
 fn ctx(timeout: Option<Duration>) -> ttrpc::context::Context {
@@ -48,19 +51,15 @@ fn ctx(timeout: Option<Duration>) -> ttrpc::context::Context {
     }
 }
 
-/// Names the call in the error of a failed RPC.
-fn failed(call: &'static str) -> impl Fn(ttrpc::Error) -> AgentError {
-    move |e| AgentError::Call {
-        call,
-        message: describe(e),
-    }
-}
-
-/// ttrpc reports a remote status as "RpcStatus(...)": keep only the agent's message.
-fn describe(error: ttrpc::Error) -> String {
+/// ttrpc reports a remote status as "RpcStatus(...)": keep only the agent's message. Any
+/// other error lost the agent's answer; if the VM died meanwhile, say how.
+fn describe(error: ttrpc::Error, vm: &PostMortem) -> String {
     match error {
         ttrpc::Error::RpcStatus(status) => status.message().to_string(),
-        other => other.to_string(),
+        other => match vm.report() {
+            Some(report) => format!("{other}; {report}"),
+            None => other.to_string(),
+        },
     }
 }
 
@@ -80,16 +79,21 @@ pub struct NewContainer<'a> {
 
 impl Agent {
     /// Wraps an open connection to the agent's port and checks the protocol version.
-    pub fn over(connection: VsockConnection, timeout: Duration) -> Result<Agent, AgentError> {
+    pub fn over(
+        connection: VsockConnection,
+        timeout: Duration,
+        vm: PostMortem,
+    ) -> Result<Agent, AgentError> {
         let fd = connection.into_fd().into_raw_fd();
         let client = ttrpc::Client::new(fd).map_err(|e| AgentError::Client(e.to_string()))?;
         let agent = Agent {
             client: AgentClient::new(client),
+            vm,
         };
         let reply = agent
             .client
             .check(ctx(Some(timeout)), &CheckRequest::new())
-            .map_err(failed("Check"))?;
+            .map_err(agent.failed("Check"))?;
         if reply.protocol_version != PROTOCOL_VERSION {
             return Err(AgentError::Version {
                 agent: reply.protocol_version,
@@ -98,6 +102,14 @@ impl Agent {
             });
         }
         Ok(agent)
+    }
+
+    /// Names the call in the error of a failed RPC.
+    fn failed(&self, call: &'static str) -> impl Fn(ttrpc::Error) -> AgentError + '_ {
+        move |e| AgentError::Call {
+            call,
+            message: describe(e, &self.vm),
+        }
     }
 
     pub fn create_container(&self, new: NewContainer<'_>) -> Result<(), AgentError> {
@@ -113,7 +125,7 @@ impl Agent {
         self.client
             .create_container(ctx(Some(CALL_TIMEOUT)), &req)
             .map(drop)
-            .map_err(failed("CreateContainer"))
+            .map_err(self.failed("CreateContainer"))
     }
 
     /// Ends every process of a container and removes it from the guest; the VM goes on
@@ -124,7 +136,7 @@ impl Agent {
         self.client
             .remove_container(ctx(Some(CALL_TIMEOUT)), &req)
             .map(drop)
-            .map_err(failed("RemoveContainer"))
+            .map_err(self.failed("RemoveContainer"))
     }
 
     pub fn start_container(&self, id: &str) -> Result<(), AgentError> {
@@ -133,7 +145,7 @@ impl Agent {
         self.client
             .start_container(ctx(Some(CALL_TIMEOUT)), &req)
             .map(drop)
-            .map_err(failed("StartContainer"))
+            .map_err(self.failed("StartContainer"))
     }
 
     pub fn exec_process(
@@ -149,7 +161,7 @@ impl Agent {
         self.client
             .exec_process(ctx(Some(CALL_TIMEOUT)), &req)
             .map(drop)
-            .map_err(failed("ExecProcess"))
+            .map_err(self.failed("ExecProcess"))
     }
 
     /// Freezes (`true`) or thaws every process of the container.
@@ -159,13 +171,13 @@ impl Agent {
             req.container_id = id.to_string();
             self.client
                 .pause_container(ctx(Some(CALL_TIMEOUT)), &req)
-                .map_err(failed("PauseContainer"))
+                .map_err(self.failed("PauseContainer"))
         } else {
             let mut req = ResumeContainerRequest::new();
             req.container_id = id.to_string();
             self.client
                 .resume_container(ctx(Some(CALL_TIMEOUT)), &req)
-                .map_err(failed("ResumeContainer"))
+                .map_err(self.failed("ResumeContainer"))
         };
         result.map(drop)
     }
@@ -177,7 +189,7 @@ impl Agent {
         self.client
             .update_container(ctx(Some(CALL_TIMEOUT)), &req)
             .map(drop)
-            .map_err(failed("UpdateContainer"))
+            .map_err(self.failed("UpdateContainer"))
     }
 
     /// Onlines hot-added vCPUs until `count` are online; returns the guest's online list.
@@ -189,7 +201,7 @@ impl Agent {
         self.client
             .online_cpus(ctx(Some(HOTPLUG_TIMEOUT)), &req)
             .map(|reply| reply.online)
-            .map_err(failed("OnlineCpus"))
+            .map_err(self.failed("OnlineCpus"))
     }
 
     /// Waits for the hot-added disk with `serial` to appear in the guest.
@@ -198,7 +210,7 @@ impl Agent {
         req.serial = serial.to_string();
         self.client
             .wait_disk(ctx(Some(HOTPLUG_TIMEOUT)), &req)
-            .map_err(failed("WaitDisk"))
+            .map_err(self.failed("WaitDisk"))
     }
 
     /// Has the guest let go of the disk with `serial` so that the VMM can remove it.
@@ -208,7 +220,7 @@ impl Agent {
         self.client
             .release_disk(ctx(Some(HOTPLUG_TIMEOUT)), &req)
             .map(drop)
-            .map_err(failed("ReleaseDisk"))
+            .map_err(self.failed("ReleaseDisk"))
     }
 
     pub fn stats(&self, id: &str) -> Result<StatsContainerResponse, AgentError> {
@@ -216,7 +228,7 @@ impl Agent {
         req.container_id = id.to_string();
         self.client
             .stats_container(ctx(Some(CALL_TIMEOUT)), &req)
-            .map_err(failed("StatsContainer"))
+            .map_err(self.failed("StatsContainer"))
     }
 
     pub fn list_processes(&self, id: &str) -> Result<Vec<ProcessInfo>, AgentError> {
@@ -225,7 +237,7 @@ impl Agent {
         self.client
             .list_processes(ctx(Some(CALL_TIMEOUT)), &req)
             .map(|reply| reply.processes)
-            .map_err(failed("ListProcesses"))
+            .map_err(self.failed("ListProcesses"))
     }
 
     pub fn signal_process(
@@ -243,7 +255,7 @@ impl Agent {
         self.client
             .signal_process(ctx(Some(CALL_TIMEOUT)), &req)
             .map(drop)
-            .map_err(failed("SignalProcess"))
+            .map_err(self.failed("SignalProcess"))
     }
 
     /// Sets the window size of a process's terminal in the guest.
@@ -262,7 +274,7 @@ impl Agent {
         self.client
             .resize_terminal(ctx(Some(CALL_TIMEOUT)), &req)
             .map(drop)
-            .map_err(failed("ResizeTerminal"))
+            .map_err(self.failed("ResizeTerminal"))
     }
 
     /// Blocks until the process exits; returns its shell-style status.
@@ -273,6 +285,6 @@ impl Agent {
         self.client
             .wait_process(ctx(None), &req)
             .map(|reply| reply.status)
-            .map_err(failed("WaitProcess"))
+            .map_err(self.failed("WaitProcess"))
     }
 }

@@ -52,10 +52,10 @@ pub enum SandboxError {
     Hypervisor(#[from] ward_hypervisor::Error),
     #[error(transparent)]
     Agent(#[from] AgentError),
-    #[error("the VM exited while booting; last lines of its console ({log}):\n{tail}")]
-    DiedDuringBoot { log: String, tail: String },
-    #[error("the VM is not running (its console log {log} ends with:\n{tail})")]
-    Dead { log: String, tail: String },
+    #[error("the VM exited while booting; {report}")]
+    DiedDuringBoot { report: String },
+    #[error("the VM is not running; {report}")]
+    Dead { report: String },
     #[error("the agent did not answer within {secs} s of VM start (last error: {last}); last lines of the console ({log}):\n{tail}")]
     BootTimeout {
         secs: u64,
@@ -85,6 +85,8 @@ pub struct LaunchPlan {
     pub hotplug: Option<ward_hypervisor::HotplugRoom>,
     /// The sandbox's host cgroup (its directories), which every process of the VM joins.
     pub host_cgroups: Vec<std::path::PathBuf>,
+    /// The pod's network cards (taps in its namespace); none for `--network none`.
+    pub nics: Vec<ward_hypervisor::Nic>,
 }
 
 /// A launched (or re-attached) microVM.
@@ -129,6 +131,7 @@ impl Sandbox {
             shared_dirs: plan.shared_dirs.clone(),
             hotplug: plan.hotplug,
             host_cgroups: plan.host_cgroups.clone(),
+            nics: plan.nics.clone(),
         };
         let vm = hypervisor.launch(&vm_config)?;
         info!(log, "VM launched"; "sandbox" => id, "vm" => &vm.description,
@@ -148,6 +151,20 @@ impl Sandbox {
         self.hypervisor.is_running(&self.vm)
     }
 
+    /// What to look at if the VM fails while a command talks to it.
+    fn post_mortem(&self) -> ward_hypervisor::PostMortem {
+        ward_hypervisor::PostMortem::of(self.hypervisor.as_ref(), &self.vm)
+    }
+
+    /// Which of the VM's processes exited and the ends of their logs and of the console,
+    /// for a VM found not running.
+    fn gone_report(&self) -> String {
+        self.post_mortem().report().unwrap_or_else(|| {
+            let (log, tail) = self.console_tail();
+            format!("its console log {log} ends with:\n{tail}")
+        })
+    }
+
     fn console_tail(&self) -> (String, String) {
         (
             self.vm.console_log.display().to_string(),
@@ -164,14 +181,20 @@ impl Sandbox {
         let mut agent_listening: Option<Instant> = None;
         loop {
             if !self.is_running() {
-                let (log, tail) = self.console_tail();
-                return Err(SandboxError::DiedDuringBoot { log, tail });
+                let report = self.gone_report();
+                return Err(SandboxError::DiedDuringBoot { report });
             }
             let attempt = self
                 .hypervisor
                 .connect(&self.vm, AGENT_VSOCK_PORT)
                 .map_err(SandboxError::from)
-                .and_then(|conn| Ok(Agent::over(conn, Duration::from_secs(10))?));
+                .and_then(|conn| {
+                    Ok(Agent::over(
+                        conn,
+                        Duration::from_secs(10),
+                        self.post_mortem(),
+                    )?)
+                });
             match attempt {
                 Ok(agent) => {
                     debug!(log, "agent ready"; "after_ms" => start.elapsed().as_millis() as u64);
@@ -215,11 +238,15 @@ impl Sandbox {
     /// Connects to the agent of a VM that is already up.
     pub fn agent(&self) -> Result<Agent, SandboxError> {
         if !self.is_running() {
-            let (log, tail) = self.console_tail();
-            return Err(SandboxError::Dead { log, tail });
+            let report = self.gone_report();
+            return Err(SandboxError::Dead { report });
         }
         let conn = self.hypervisor.connect(&self.vm, AGENT_VSOCK_PORT)?;
-        Ok(Agent::over(conn, Duration::from_secs(30))?)
+        Ok(Agent::over(
+            conn,
+            Duration::from_secs(30),
+            self.post_mortem(),
+        )?)
     }
 
     /// Opens one stdio stream of a guest process, the handshake within

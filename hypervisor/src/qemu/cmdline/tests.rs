@@ -26,6 +26,7 @@ fn vm() -> VmConfig {
         ],
         hotplug: None,
         host_cgroups: Vec::new(),
+        nics: Vec::new(),
     }
 }
 
@@ -39,6 +40,7 @@ fn args(vm: &VmConfig, machine: Machine, accel: Accel, vsock: &VsockDevice) -> V
         paths: &paths,
         tsc_khz: Some(2_000_000),
         console_fd: None,
+        nic_fds: &[],
     })
     .into_iter()
     .map(|a| a.into_string().expect("utf-8"))
@@ -191,6 +193,7 @@ fn the_console_goes_through_the_keepers_pipe_when_there_is_one() {
         paths: &paths,
         tsc_khz: None,
         console_fd: Some(4),
+        nic_fds: &[],
     })
     .into_iter()
     .map(|a| a.into_string().expect("utf-8"))
@@ -201,4 +204,59 @@ fn the_console_goes_through_the_keepers_pipe_when_there_is_one() {
         "file,id=console,path=/dev/fdset/1,append=on"
     );
     assert_eq!(values(&args, "-serial"), ["chardev:console"]);
+}
+
+#[test]
+fn each_nic_is_a_tap_netdev_with_the_interfaces_mac_and_mtu() {
+    let mut vm = vm();
+    let tap = std::sync::Arc::new(std::os::fd::OwnedFd::from(
+        std::fs::File::open("/dev/null").unwrap(),
+    ));
+    vm.nics = vec![
+        crate::Nic {
+            tap: tap.clone(),
+            mac: [0x0a, 0x58, 0x0a, 0x58, 0, 2],
+            mtu: 1400,
+        },
+        crate::Nic {
+            tap,
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu: 9000,
+        },
+    ];
+    for (machine, transport) in [(Machine::Q35, "pci"), (Machine::Microvm, "device")] {
+        let paths = RunPaths::new(&vm.run_dir);
+        let args: Vec<String> = qemu_args(&Inputs {
+            vm: &vm,
+            machine,
+            accel: Accel::Kvm,
+            vsock: &hybrid(),
+            paths: &paths,
+            tsc_khz: None,
+            console_fd: Some(4),
+            nic_fds: &[5, 6],
+        })
+        .into_iter()
+        .map(|a| a.into_string().expect("utf-8"))
+        .collect();
+        assert_eq!(
+            values(&args, "-netdev"),
+            ["tap,id=net0,fd=5,vhost=off", "tap,id=net1,fd=6,vhost=off"]
+        );
+        let devices = values(&args, "-device");
+        assert!(
+            devices.contains(
+                &format!("virtio-net-{transport},netdev=net0,mac=0a:58:0a:58:00:02,host_mtu=1400")
+                    .as_str()
+            ),
+            "{devices:?}"
+        );
+        assert!(
+            devices.contains(
+                &format!("virtio-net-{transport},netdev=net1,mac=02:00:00:00:00:01,host_mtu=9000")
+                    .as_str()
+            ),
+            "{devices:?}"
+        );
+    }
 }
