@@ -3,7 +3,7 @@
 
 mod device;
 pub mod frame;
-mod tap;
+pub(crate) mod tap;
 
 use std::io;
 use std::os::fd::RawFd;

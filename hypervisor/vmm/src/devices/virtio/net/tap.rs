@@ -13,11 +13,11 @@ use super::frame::HDR_LEN;
 use super::NetError;
 
 /// `_IOR('T', 210, unsigned int)`: the tap's name and flags.
-const TUNGETIFF: u64 = 0x8004_54d2;
+pub(crate) const TUNGETIFF: u64 = 0x8004_54d2;
 /// `_IOW('T', 208, unsigned int)`: which offloads the reader accepts.
-const TUNSETOFFLOAD: u64 = 0x4004_54d0;
+pub(crate) const TUNSETOFFLOAD: u64 = 0x4004_54d0;
 /// `_IOW('T', 216, int)`: the size of the virtio-net header on each frame.
-const TUNSETVNETHDRSZ: u64 = 0x4004_54d8;
+pub(crate) const TUNSETVNETHDRSZ: u64 = 0x4004_54d8;
 
 #[cfg(test)]
 pub const IFF_TUN: i16 = 0x0001;

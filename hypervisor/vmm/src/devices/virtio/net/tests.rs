@@ -541,7 +541,7 @@ fn without_rx_buffers_the_tap_is_left_alone() {
         push_chain(&vq, &[wr(RX_BUFS + 0x1000, 2048)], 1);
         push_chain(&vq, &[wr(RX_BUFS + 0x2000, 2048)], 2);
         let pass = rx_until_used(&mut h, &vq, 3);
-        assert_eq!(pass.starved, false);
+        assert!(!pass.starved);
         assert_eq!(
             read_guest(&m, RX_BUFS + 0x1000, len),
             expected_rx(&frames[1])
