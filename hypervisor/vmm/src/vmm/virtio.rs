@@ -179,3 +179,30 @@ impl VirtioSlot {
         let _ = vm.unregister_irqfd(self.interrupt.eventfd(), self.irq);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_net_device_needs_an_open_tap() {
+        let config = NetConfig {
+            fd: 1 << 20,
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu: None,
+        };
+        let Err(e) = VirtioKind::net(&config) else {
+            panic!("fd {} was taken for a tap", config.fd);
+        };
+        let text = format!(
+            "{e}: {}",
+            std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        );
+        assert!(
+            text.starts_with("virtio-net 02:00:00:00:00:01 (tap fd 1048576): tap fd 1048576 is not an open file descriptor"),
+            "{text}"
+        );
+    }
+}
