@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use slog::error;
 
-use ward_vmm::config::{DeviceConfig, DiskConfig, FsConfig, VsockConfig};
+use ward_vmm::config::{DeviceConfig, DiskConfig, FsConfig, NetConfig, VsockConfig};
 use ward_vmm::vmm::{Payload, Vmm, VmmConfig};
 use ward_vmm::vstate::vcpu::ExitReason;
 
@@ -44,6 +44,10 @@ struct Cli {
     /// A virtio-blk drive: path=P,id=ID[,readonly]. Repeatable.
     #[arg(long, value_parser = parse_disk)]
     disk: Vec<DiskConfig>,
+    /// A virtio-net device on an inherited tap: fd=N,mac=aa:bb:cc:dd:ee:ff[,mtu=M]. The fd
+    /// is /dev/net/tun opened with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR. Repeatable (4 at most).
+    #[arg(long, value_parser = parse_net)]
+    net: Vec<NetConfig>,
     /// A virtio-rng device fed from the host's getrandom.
     #[arg(long)]
     rng: bool,
@@ -68,6 +72,10 @@ struct Cli {
 
 fn parse_fs(s: &str) -> Result<FsConfig, String> {
     FsConfig::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_net(s: &str) -> Result<NetConfig, String> {
+    NetConfig::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_disk(s: &str) -> Result<DiskConfig, String> {
@@ -106,6 +114,7 @@ fn main() -> ExitCode {
             vsock,
             disks: cli.disk,
             fs: cli.fs,
+            nets: cli.net,
         },
         acpi: !cli.no_acpi,
         emulated_ring0: cli.emulated_ring0,

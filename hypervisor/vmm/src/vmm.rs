@@ -299,6 +299,10 @@ impl Vmm {
         if let Some(v) = &devices.vsock {
             kinds.push(VirtioKind::Vsock(v.clone()));
         }
+        crate::config::check_nets(&devices.nets).map_err(Error::Unsupported)?;
+        for n in &devices.nets {
+            kinds.push(VirtioKind::net(n)?);
+        }
         for d in &devices.disks {
             if devices.disks.iter().filter(|o| o.id == d.id).count() > 1 {
                 return Err(Error::Unsupported(format!("disk id {:?} used twice", d.id)));

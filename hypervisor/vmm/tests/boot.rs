@@ -67,6 +67,7 @@ fn kernel_sees_the_machine_and_powers_off() {
                     readonly: false,
                 }],
                 fs: vec![],
+                nets: vec![],
             },
             acpi: true,
             emulated_ring0: false,

@@ -2,7 +2,9 @@
 //! queue eventfds and the device's backend. Between them the workers read and write disk
 //! images at offsets and flush them (virtio-blk), accept, connect and move bytes on Unix
 //! sockets (virtio-vsock's hybrid backend), forward vhost-user messages (virtio-fs) and
-//! draw host entropy (virtio-rng). No thread creation, no opening of files, no KVM.
+//! draw host entropy (virtio-rng), and read and write frames on a tap (virtio-net: one
+//! read or write per frame, the tap's ioctls all happen before any filter). No thread
+//! creation, no opening of files, no KVM.
 
 use seccompiler::BackendError;
 

@@ -7,9 +7,9 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout;
 use crate::bus::{Bus, BusDevice};
-use crate::config::{DiskConfig, FsConfig, VsockConfig};
+use crate::config::{DiskConfig, FsConfig, NetConfig, VsockConfig};
 use crate::devices::virtio::{
-    block, fs, rng, vsock, GuestMem, IrqfdInterrupt, MmioTransport, VirtioDevice, MMIO_WINDOW,
+    block, fs, net, rng, vsock, GuestMem, IrqfdInterrupt, MmioTransport, VirtioDevice, MMIO_WINDOW,
     NOTIFY_REG_OFFSET,
 };
 use crate::vstate::vm::Vm;
@@ -29,6 +29,8 @@ pub enum Error {
 #[derive(Debug, Clone)]
 pub enum VirtioKind {
     Block(DiskConfig),
+    /// The tap is opened and checked when the kind is made ([`VirtioKind::net`]).
+    Net(NetConfig, Arc<net::Tap>),
     Vsock(VsockConfig),
     Fs(FsConfig),
     Rng,
@@ -40,6 +42,16 @@ const FS_REQUEST_QUEUES: usize = 1;
 const FS_QUEUE_SIZE: u16 = 1024;
 
 impl VirtioKind {
+    /// A virtio-net device on the inherited tap `config.fd`, which is checked and set up
+    /// here (before any seccomp filter: its ioctls are allowed to no thread afterwards).
+    pub fn net(config: &NetConfig) -> Result<Self, Error> {
+        let tap = net::Tap::open(config.fd).map_err(|e| Error::Device {
+            device: format!("virtio-net {} (tap fd {})", config.mac_string(), config.fd),
+            source: Box::new(e),
+        })?;
+        Ok(VirtioKind::Net(config.clone(), Arc::new(tap)))
+    }
+
     fn describe(&self) -> String {
         match self {
             VirtioKind::Block(d) => format!(
@@ -48,6 +60,9 @@ impl VirtioKind {
                 d.path.display(),
                 if d.readonly { ", read-only" } else { "" }
             ),
+            VirtioKind::Net(n, tap) => {
+                format!("virtio-net {} (tap {})", n.mac_string(), tap.name())
+            }
             VirtioKind::Vsock(v) => format!("virtio-vsock cid {} ({})", v.cid, v.uds.display()),
             VirtioKind::Fs(f) => format!("virtio-fs {} ({})", f.tag, f.socket.display()),
             VirtioKind::Rng => "virtio-rng".into(),
@@ -68,6 +83,7 @@ impl VirtioKind {
                 })
                 .map_err(|e| fail(Box::new(e)))?,
             ),
+            VirtioKind::Net(n, tap) => Box::new(net::Net::new(tap.clone(), n.mac, n.mtu)),
             VirtioKind::Vsock(v) => Box::new(
                 vsock::Vsock::new(u64::from(v.cid), &v.uds).map_err(|e| fail(Box::new(e)))?,
             ),
@@ -161,5 +177,32 @@ impl VirtioSlot {
             let _ = vm.unregister_ioevent(evt, self.base + NOTIFY_REG_OFFSET, i as u32);
         }
         let _ = vm.unregister_irqfd(self.interrupt.eventfd(), self.irq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_net_device_needs_an_open_tap() {
+        let config = NetConfig {
+            fd: 1 << 20,
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu: None,
+        };
+        let Err(e) = VirtioKind::net(&config) else {
+            panic!("fd {} was taken for a tap", config.fd);
+        };
+        let text = format!(
+            "{e}: {}",
+            std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        );
+        assert!(
+            text.starts_with("virtio-net 02:00:00:00:00:01 (tap fd 1048576): tap fd 1048576 is not an open file descriptor"),
+            "{text}"
+        );
     }
 }

@@ -25,6 +25,7 @@
 pub mod block;
 pub mod fs;
 pub mod mmio;
+pub mod net;
 pub mod rng;
 pub mod vsock;
 
@@ -48,6 +49,7 @@ pub use virtio_queue::Queue;
 pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap>;
 
 /// virtio device IDs (virtio 1.2, section 5).
+pub const TYPE_NET: u32 = 1;
 pub const TYPE_BLOCK: u32 = 2;
 pub const TYPE_RNG: u32 = 4;
 pub const TYPE_VSOCK: u32 = 19;
@@ -142,7 +144,7 @@ pub enum ActivateError {
 
 /// A virtio device model, driven by a transport (see [`MmioTransport`]).
 pub trait VirtioDevice: Send {
-    /// virtio device ID (rng 4, block 2, vsock 19, fs 26).
+    /// virtio device ID (net 1, rng 4, block 2, vsock 19, fs 26).
     fn device_type(&self) -> u32;
     /// Maximum size of each queue; its length is the number of queues.
     fn queue_max_sizes(&self) -> &[u16];
