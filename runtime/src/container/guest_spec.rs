@@ -64,6 +64,24 @@ pub struct GuestSpec {
     pub adjustments: Adjustments,
 }
 
+/// The container stays in the guest's own network namespace, where the pod's NICs are
+/// (see `network`), instead of getting an empty one.
+pub fn share_guest_network(guest: &mut GuestSpec) {
+    if let Some(linux) = guest.spec.linux_mut() {
+        if let Some(namespaces) = linux.namespaces().clone() {
+            let kept = namespaces
+                .into_iter()
+                .filter(|ns| ns.typ() != oci_spec::runtime::LinuxNamespaceType::Network)
+                .collect();
+            linux.set_namespaces(Some(kept));
+        }
+    }
+    guest
+        .adjustments
+        .unjoined_namespaces
+        .retain(|name| name != "network");
+}
+
 fn is_bind(mount: &Mount) -> bool {
     mount.typ().as_deref() == Some("bind")
         || mount
@@ -339,6 +357,30 @@ mod tests {
             .unwrap();
         assert!(namespaces.iter().all(|ns| ns.path().is_none()));
         assert_eq!(out.adjustments.unjoined_namespaces, vec!["network"]);
+    }
+
+    #[test]
+    fn a_carried_network_is_the_guests_own() {
+        let spec = spec_with(
+            serde_json::json!([]),
+            serde_json::json!([{"type": "pid"}, {"type": "network", "path": "/run/netns/netns-1"}]),
+        );
+        let mut out = translate(&spec, Path::new("/g"), false, |_| Some(true)).unwrap();
+        share_guest_network(&mut out);
+        let namespaces = out
+            .spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .clone()
+            .unwrap();
+        assert_eq!(namespaces.len(), 1);
+        assert_eq!(
+            namespaces[0].typ(),
+            oci_spec::runtime::LinuxNamespaceType::Pid
+        );
+        assert!(out.adjustments.unjoined_namespaces.is_empty());
     }
 
     #[test]

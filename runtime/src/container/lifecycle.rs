@@ -18,6 +18,7 @@ use super::store::{ContainerLock, Store, StoreError};
 use super::{devices, guest_spec, namespace_paths};
 use crate::config::Config;
 use crate::hooks::{self, Stage};
+use crate::network;
 use crate::sandbox::agent::NewContainer;
 use crate::sandbox::host_cgroup::{self, HostCgroup, HostCgroupError, Limits};
 use crate::sandbox::pod::{self, Placement};
@@ -125,6 +126,14 @@ pub enum LifecycleError {
         id: String,
         #[source]
         source: crate::sandbox::mount_points::MountPointError,
+    },
+    #[error("container \"{id}\": host networking cannot be carried into a VM (the spec names no network namespace, so the container would share the host's stack); give it a network namespace of its own (podman/docker: not --network host)")]
+    HostNetwork { id: String },
+    #[error("container \"{id}\": {source}")]
+    Network {
+        id: String,
+        #[source]
+        source: crate::network::NetworkError,
     },
 }
 
@@ -426,12 +435,37 @@ fn boot(
                 }
                 return Err(pod_err(&id)(e));
             }
+            // The pod's network: taps beside its namespace's interfaces, recorded before
+            // anything can fail so that teardown gives the interfaces their ingress back.
+            let carried = match network::mode(&bundle.spec) {
+                network::Mode::Host => return Err(LifecycleError::HostNetwork { id: id.clone() }),
+                network::Mode::Fresh => None,
+                network::Mode::Namespace(path) => {
+                    let carried =
+                        network::carry(&path).map_err(|source| LifecycleError::Network {
+                            id: id.clone(),
+                            source,
+                        })?;
+                    pod.network = Some(carried.record());
+                    sandboxes.save(&sandbox_lock, &pod).map_err(pod_err(&id))?;
+                    Some(carried)
+                }
+            };
+            let guest_network = carried.as_ref().map(network::GuestNetwork::of);
+            if guest_network
+                .as_ref()
+                .is_some_and(|n| !n.interfaces.is_empty())
+            {
+                // The guest's own namespace holds the pod's NICs; its containers share it.
+                guest_spec::share_guest_network(&mut guest);
+            }
+            let nics = carried.map(network::Carried::into_nics).unwrap_or_default();
             let plan = LaunchPlan {
                 size,
                 shared_dirs: shared,
                 hotplug: room,
                 host_cgroups,
-                nics: Vec::new(),
+                nics,
             };
             let (sandbox, agent) = launch(
                 ctx,
@@ -448,6 +482,13 @@ fn boot(
                 },
             )?;
             info!(ctx.log, "agent ready"; "container" => &id, "boot_ms" => started.elapsed().as_millis() as u64);
+            if let Some(net) = guest_network.filter(|n| !n.interfaces.is_empty()) {
+                agent
+                    .setup_network(&net.interfaces, &net.routes)
+                    .map_err(agent_err(&id))?;
+                info!(ctx.log, "network carried into the VM"; "container" => &id,
+                      "interfaces" => net.describe());
+            }
             (sandbox, agent)
         }
         Placement::Join(_) => {
@@ -823,6 +864,13 @@ fn leave_sandbox(ctx: &Context, sandbox_id: &str, state: &ContainerState) {
     // Whatever the backend could not stop, stop by record.
     for process in pod.vm.iter().flat_map(|vm| vm.processes.iter()) {
         process.terminate(Duration::from_secs(1));
+    }
+    // With the VM gone (and its taps with it), the pod's interfaces get their own
+    // ingress back.
+    if let Some(net) = &pod.network {
+        if let Err(e) = network::release(net) {
+            warn!(log, "releasing the pod's network"; "error" => e.to_string());
+        }
     }
     // With the file server gone, the host binds it served can go.
     if let Err(e) = shares::release(&shared) {

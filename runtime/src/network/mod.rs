@@ -196,6 +196,97 @@ pub fn release(record: &NetworkRecord) -> Result<(), NetworkError> {
     )
 }
 
+/// Where a container's network comes from, by its spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// No network namespace at all: the host's own stack, which a VM cannot share.
+    Host,
+    /// A new namespace (no path): only loopback, in the guest.
+    Fresh,
+    /// The engine's namespace, whose interfaces are carried into the VM.
+    Namespace(PathBuf),
+}
+
+/// The mode of `spec`'s network; a path naming the host's own namespace (ward's) is the
+/// host's stack too: carrying it would hand the host's interfaces to the guest.
+pub fn mode(spec: &oci_spec::runtime::Spec) -> Mode {
+    match named_mode(spec) {
+        Mode::Namespace(path) if same_namespace(&path, Path::new("/proc/self/ns/net")) => {
+            Mode::Host
+        }
+        other => other,
+    }
+}
+
+/// Whether two nsfs paths are the same namespace (same device and inode).
+fn same_namespace(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+fn named_mode(spec: &oci_spec::runtime::Spec) -> Mode {
+    let network = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|n| {
+            n.iter()
+                .find(|ns| ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+        });
+    match network {
+        None => Mode::Host,
+        Some(ns) => match ns.path() {
+            Some(path) => Mode::Namespace(path.clone()),
+            None => Mode::Fresh,
+        },
+    }
+}
+
+/// What the guest configures for a carried network (SetupNetwork).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestNetwork {
+    pub interfaces: Vec<Interface>,
+    pub routes: Vec<Route>,
+}
+
+impl GuestNetwork {
+    pub fn of(carried: &Carried) -> GuestNetwork {
+        GuestNetwork {
+            interfaces: carried.taps.iter().map(|t| t.carries.clone()).collect(),
+            routes: carried.routes.clone(),
+        }
+    }
+
+    /// `eth0 0a:58:0a:58:00:02 10.88.0.2/16` per interface, for the log.
+    pub fn describe(&self) -> String {
+        self.interfaces
+            .iter()
+            .map(|i| {
+                let addresses: Vec<String> = i.addresses.iter().map(|a| a.to_string()).collect();
+                format!("{} {} {}", i.name, format_mac(&i.mac), addresses.join(","))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl Carried {
+    /// The VM's network cards, each holding its tap.
+    pub fn into_nics(self) -> Vec<ward_hypervisor::Nic> {
+        self.taps
+            .into_iter()
+            .map(|tap| ward_hypervisor::Nic {
+                tap: std::sync::Arc::new(tap.fd),
+                mac: tap.carries.mac,
+                mtu: tap.carries.mtu,
+            })
+            .collect()
+    }
+}
+
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(mac: &[u8; 6]) -> String {
     mac.iter()
@@ -206,3 +297,41 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod mode_tests {
+    use super::*;
+
+    fn spec(namespaces: serde_json::Value) -> oci_spec::runtime::Spec {
+        serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "linux": {"namespaces": namespaces}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_spec_names_the_network() {
+        assert_eq!(
+            mode(&spec(serde_json::json!([{"type": "pid"}]))),
+            Mode::Host
+        );
+        assert_eq!(
+            mode(&spec(serde_json::json!([{"type": "network"}]))),
+            Mode::Fresh
+        );
+        assert_eq!(
+            mode(&spec(
+                serde_json::json!([{"type": "network", "path": "/run/netns/p1"}])
+            )),
+            Mode::Namespace("/run/netns/p1".into())
+        );
+        // Our own namespace by any of its names is the host's.
+        let own = format!("/proc/{}/ns/net", std::process::id());
+        assert_eq!(
+            mode(&spec(serde_json::json!([{"type": "network", "path": own}]))),
+            Mode::Host
+        );
+    }
+}

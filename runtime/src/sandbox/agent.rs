@@ -104,6 +104,42 @@ impl Agent {
         Ok(agent)
     }
 
+    /// Gives the guest the pod's carried network.
+    pub fn setup_network(
+        &self,
+        interfaces: &[crate::network::Interface],
+        routes: &[crate::network::Route],
+    ) -> Result<(), AgentError> {
+        use ward_agent_protocol::agent::{IpNet, NetInterface, NetRoute, SetupNetworkRequest};
+        let net = |n: &crate::network::IpNet| {
+            let mut out = IpNet::new();
+            out.address = n.ip.to_string();
+            out.prefix = u32::from(n.prefix);
+            out
+        };
+        let mut req = SetupNetworkRequest::new();
+        for interface in interfaces {
+            let mut nic = NetInterface::new();
+            nic.name = interface.name.clone();
+            nic.mac = crate::network::format_mac(&interface.mac);
+            nic.mtu = interface.mtu;
+            nic.addresses = interface.addresses.iter().map(net).collect();
+            req.interfaces.push(nic);
+        }
+        for route in routes {
+            let mut r = NetRoute::new();
+            r.destination = route.destination.as_ref().map(net).into();
+            r.gateway = route.gateway.map(|g| g.to_string()).unwrap_or_default();
+            r.device = route.device.clone();
+            r.source = route.source.map(|s| s.to_string()).unwrap_or_default();
+            req.routes.push(r);
+        }
+        self.client
+            .setup_network(ctx(Some(CALL_TIMEOUT)), &req)
+            .map(drop)
+            .map_err(self.failed("SetupNetwork"))
+    }
+
     /// Names the call in the error of a failed RPC.
     fn failed(&self, call: &'static str) -> impl Fn(ttrpc::Error) -> AgentError + '_ {
         move |e| AgentError::Call {

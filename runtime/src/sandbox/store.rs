@@ -72,6 +72,9 @@ pub struct SandboxState {
     /// The host cgroup of the VM's processes, once made; removed with the sandbox.
     #[serde(default)]
     pub host_cgroup: Option<super::host_cgroup::HostCgroup>,
+    /// The pod's network namespace and the interfaces carried from it, once carried.
+    #[serde(default)]
+    pub network: Option<crate::network::NetworkRecord>,
 }
 
 impl SandboxState {
@@ -216,6 +219,7 @@ impl SandboxStore {
             added: Default::default(),
             disks: Default::default(),
             host_cgroup: None,
+            network: None,
         })
     }
 

@@ -1,0 +1,234 @@
+//! The pod's network reaches the VM (issue 13): podman gives a container a network
+//! namespace with a veth on its bridge (CNI here) and maps ports on the host; ward carries
+//! that namespace into the guest (a tap beside the veth, tc redirecting between them, the
+//! veth's MAC, MTU, addresses and routes on the guest's NIC).
+//!
+//! Traffic goes only to loopback, to podman's bridge and to the containers on it; every
+//! wait is bounded.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use ward_e2e::engines::{Podman, IMAGE};
+use ward_e2e::{text, Ward};
+
+fn setup() -> (Ward, Podman) {
+    let ward = Ward::new();
+    let podman = Podman::with_ward(&ward);
+    (ward, podman)
+}
+
+/// A container name unique to this test process.
+fn name(base: &str) -> String {
+    format!("wn{}-{base}", std::process::id())
+}
+
+/// Removes the container when the test ends, whatever happened.
+struct Removed<'a>(&'a Podman, String);
+
+impl Drop for Removed<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["rm", "--force", "--time", "0", &self.1]);
+    }
+}
+
+/// A busybox httpd serving `body` on port 80 of the container.
+fn httpd(body: &str) -> String {
+    format!("mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 80 -h /www")
+}
+
+/// `GET /` from the host, retried until `deadline` while the server comes up.
+fn http_get(addr: SocketAddr, deadline: Duration) -> Result<String, String> {
+    let until = Instant::now() + deadline;
+    let mut last = String::new();
+    while Instant::now() < until {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(mut stream) => {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let request = format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+                let mut response = String::new();
+                match stream
+                    .write_all(request.as_bytes())
+                    .and_then(|()| stream.read_to_string(&mut response))
+                {
+                    Ok(_) if response.starts_with("HTTP/1.") => return Ok(response),
+                    Ok(_) => last = format!("odd answer {response:?}"),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Err(last)
+}
+
+#[test]
+fn a_published_port_reaches_a_server_in_the_vm() {
+    let (_ward, podman) = setup();
+    let c = name("httpd");
+    let _rm = Removed(&podman, c.clone());
+    podman.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &c,
+        "-p",
+        "18080:80",
+        IMAGE,
+        "sh",
+        "-c",
+        &httpd("hello-from-the-vm"),
+    ]);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 18080));
+    let response = http_get(addr, Duration::from_secs(30)).unwrap_or_else(|e| {
+        panic!(
+            "GET http://{addr}/ failed: {e}; the container's log: {}",
+            text(&podman.run(&["logs", &c]).stderr)
+        )
+    });
+    assert!(response.contains("200 OK"), "{response}");
+    assert!(response.contains("hello-from-the-vm"), "{response}");
+
+    // The guest's NIC is the veth's: same MAC and address as podman recorded.
+    let mac = podman.inspect(&c, "{{.NetworkSettings.MacAddress}}");
+    let ip = podman.inspect(&c, "{{.NetworkSettings.IPAddress}}");
+    let guest = podman.ok(&[
+        "exec",
+        &c,
+        "sh",
+        "-c",
+        "cat /sys/class/net/eth0/address; cat /proc/net/fib_trie",
+    ]);
+    assert!(
+        guest.starts_with(&mac),
+        "guest eth0 has not the veth's MAC {mac}: {guest}"
+    );
+    assert!(
+        guest.contains(&ip),
+        "guest has not the address {ip}: {guest}"
+    );
+}
+
+#[test]
+fn the_container_reaches_the_host_bridge_and_has_the_engines_resolv_conf() {
+    let (_ward, podman) = setup();
+    let c = name("client");
+    let _rm = Removed(&podman, c.clone());
+    podman.ok(&["run", "-d", "--name", &c, IMAGE, "sleep", "100000"]);
+    let gateway: Ipv4Addr = podman
+        .inspect(&c, "{{.NetworkSettings.Gateway}}")
+        .parse()
+        .expect("podman's bridge address");
+
+    // A server on the bridge's host address, answering one connection.
+    let listener = TcpListener::bind((gateway, 0)).expect("listening on the bridge address");
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        listener.set_nonblocking(false).unwrap();
+        let (mut conn, peer) = listener.accept().expect("accept");
+        conn.write_all(b"hello-from-the-host\n").unwrap();
+        peer
+    });
+    let out = podman.run(&[
+        "exec",
+        &c,
+        "sh",
+        "-c",
+        &format!("nc -w 10 {gateway} {port} </dev/null"),
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "hello-from-the-host\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    let peer = server.join().expect("the server thread");
+    let ip = podman.inspect(&c, "{{.NetworkSettings.IPAddress}}");
+    assert_eq!(
+        peer.ip().to_string(),
+        ip,
+        "the connection came from the container"
+    );
+
+    let engines = std::fs::read_to_string(podman.inspect(&c, "{{.ResolvConfPath}}"))
+        .expect("podman's resolv.conf");
+    let guest = podman.ok(&["exec", &c, "cat", "/etc/resolv.conf"]);
+    assert_eq!(guest.trim(), engines.trim());
+    let hosts = podman.ok(&["exec", &c, "cat", "/etc/hosts"]);
+    assert!(
+        hosts.contains(&ip),
+        "/etc/hosts names the container: {hosts}"
+    );
+    assert_eq!(
+        podman.ok(&["exec", &c, "hostname"]),
+        podman.inspect(&c, "{{.Config.Hostname}}")
+    );
+}
+
+#[test]
+fn network_none_has_only_loopback() {
+    let (_ward, podman) = setup();
+    let out = podman.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        IMAGE,
+        "ls",
+        "/sys/class/net",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).split_whitespace().collect::<Vec<_>>(),
+        ["lo"]
+    );
+}
+
+#[test]
+fn host_networking_is_refused_with_a_clear_error() {
+    let (_ward, podman) = setup();
+    let out = podman.run(&["run", "--rm", "--network", "host", IMAGE, "true"]);
+    assert!(!out.status.success(), "--network host ran");
+    assert!(
+        text(&out.stderr).contains("host networking cannot be carried into a VM"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn two_containers_on_the_bridge_talk_to_each_other() {
+    let (_ward, podman) = setup();
+    let server = name("srv");
+    let _rm_server = Removed(&podman, server.clone());
+    podman.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &server,
+        IMAGE,
+        "sh",
+        "-c",
+        &httpd("vm-to-vm"),
+    ]);
+    let ip = podman.inspect(&server, "{{.NetworkSettings.IPAddress}}");
+    let out = podman.run(&[
+        "run",
+        "--rm",
+        IMAGE,
+        "sh",
+        "-c",
+        &format!(
+            // nc, not wget: the image's static busybox crashes resolving names in wget.
+            "i=0; while test $i -lt 30; do \
+             echo -e 'GET / HTTP/1.0\\r\\n\\r' | nc -w 5 {ip} 80 | grep vm-to-vm && exit 0; \
+             sleep 1; i=$((i+1)); done; exit 1"
+        ),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "vm-to-vm");
+}
