@@ -10,6 +10,7 @@ mod builtin;
 mod check;
 mod confinement;
 mod hotplug;
+mod network;
 mod qemu_kvm;
 
 use std::path::Path;

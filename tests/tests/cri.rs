@@ -197,7 +197,20 @@ async fn pod_lifecycle(cri: &CriContainerd, handler: &str) -> Timings {
                         image: IMAGE.into(),
                         ..Default::default()
                     }),
-                    command: vec!["sleep".into(), "3600".into()],
+                    // Container one also serves HTTP on the pod's address (port 8080),
+                    // for the second pod below.
+                    command: if name == "one" {
+                        vec![
+                            "sh".into(),
+                            "-c".into(),
+                            format!(
+                                "mkdir -p /www && echo served-by-{handler} > /www/index.html && \
+                                 httpd -p 8080 -h /www && exec sleep 3600"
+                            ),
+                        ]
+                    } else {
+                        vec!["sleep".into(), "3600".into()]
+                    },
                     log_path: format!("{name}.log"),
                     ..Default::default()
                 }),
@@ -340,6 +353,96 @@ async fn pod_lifecycle(cri: &CriContainerd, handler: &str) -> Timings {
             "the pod's QEMU processes: {vms:#?}"
         );
     }
+
+    // The pod's address from CNI is its containers' own (for ward: the guest's NIC), and
+    // a second pod on the bridge reaches the first one's server there.
+    let (routes, code, err) = exec!(two, ["cat", "/proc/net/fib_trie"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        routes.contains(&ip),
+        "the pod's address {ip} is not in the pod: {routes}"
+    );
+    let client_config = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "ward-pod-client".into(),
+            uid: format!("ward-e2e-client-{}", std::process::id()),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "ward-pod-client".into(),
+        log_directory: logs.to_string_lossy().into_owned(),
+        linux: Some(LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    };
+    let client_pod = call!(
+        cri,
+        300,
+        "RunPodSandbox (client)",
+        client.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(client_config.clone()),
+            runtime_handler: handler.into(),
+        })
+    )
+    .pod_sandbox_id;
+    let client_id = call!(
+        cri,
+        300,
+        "CreateContainer client",
+        client.create_container(CreateContainerRequest {
+            pod_sandbox_id: client_pod.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "client".into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: IMAGE.into(),
+                    ..Default::default()
+                }),
+                command: vec!["sleep".into(), "3600".into()],
+                log_path: "client.log".into(),
+                ..Default::default()
+            }),
+            sandbox_config: Some(client_config),
+        })
+    )
+    .container_id;
+    call!(
+        cri,
+        300,
+        "StartContainer client",
+        client.start_container(StartContainerRequest {
+            container_id: client_id.clone(),
+        })
+    );
+    // nc rather than wget: the image's static busybox crashes resolving names in wget.
+    let get = format!(
+        "i=0; while test $i -lt 20; do \
+         echo -e 'GET / HTTP/1.0\\r\\n\\r' | nc -w 5 {ip} 8080 | grep served-by && exit 0; \
+         sleep 1; i=$((i+1)); done; exit 1"
+    );
+    let (out, code, err) = exec!(client_id, ["sh", "-c", get.as_str()]);
+    assert_eq!(
+        (out.trim(), code),
+        (format!("served-by-{handler}").as_str(), 0),
+        "the second pod reaching {ip}:8080; stderr: {err}"
+    );
+    call!(
+        cri,
+        120,
+        "StopPodSandbox (client)",
+        client.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: client_pod.clone(),
+        })
+    );
+    call!(
+        cri,
+        120,
+        "RemovePodSandbox (client)",
+        client.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: client_pod.clone(),
+        })
+    );
 
     for id in [one, two] {
         call!(

@@ -232,3 +232,42 @@ fn two_containers_on_the_bridge_talk_to_each_other() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "vm-to-vm");
 }
+
+/// A container asking for a new network namespace (no path) gets one on the host too:
+/// its relay, the PID engines see and hand to prestart hooks (docker's libnetwork
+/// configures /proc/PID/ns/net), is not in the host's namespace.
+#[test]
+fn a_new_network_namespace_is_new_on_the_host_too() {
+    let ward = Ward::new();
+    ward.start("ownnet", &["sleep", "100000"]);
+    let pid = ward.state("ownnet")["pid"].as_i64().expect("a pid");
+    let relay = std::fs::read_link(format!("/proc/{pid}/ns/net")).expect("the relay's netns");
+    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(relay, ours, "the relay shares the host's network namespace");
+    let out = ward.run(&["delete", "--force", "ownnet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// The runc CLI refuses a spec without a network namespace the same way.
+#[test]
+fn a_spec_without_a_network_namespace_is_refused() {
+    let ward = Ward::new();
+    let bundle = ward.bundle("hostnet", &["true"]);
+    let config = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|ns| ns["type"] != "network");
+    std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let out = ward.run(&["run", "--bundle", bundle.to_str().unwrap(), "hostnet"]);
+    ward_e2e::assert_fails_with(
+        &out,
+        "ward: container \"hostnet\": host networking cannot be carried into a VM",
+    );
+    assert!(
+        !ward.root.join("hostnet").exists(),
+        "the refused container left state"
+    );
+}

@@ -356,6 +356,13 @@ fn runcs_rootless_template_runs() {
     std::fs::remove_file(bundle.join("config.json")).unwrap();
     let mut spec = spec_of(&mut ward.command(), &bundle, &["--rootless"]);
     spec["process"]["terminal"] = false.into();
+    // The template shares the host's network (it has no network namespace), which a VM
+    // cannot (tests/tests/network.rs checks the refusal); the rest is what this test is
+    // about.
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("the template's namespaces")
+        .push(serde_json::json!({"type": "network"}));
     spec["process"]["args"] = serde_json::json!([
         "sh",
         "-c",

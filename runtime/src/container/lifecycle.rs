@@ -306,6 +306,11 @@ fn boot(
     let sandbox_id = placement.sandbox_id(&id).to_string();
     let guest_dir = PathBuf::from(GUEST_SANDBOX_DIR).join(&id);
     let member = matches!(placement, Placement::Join(_));
+    // Refused before anything is made: a new sandbox's VM cannot share the host's stack.
+    let network_mode = network::mode(&bundle.spec);
+    if !member && network_mode == network::Mode::Host {
+        return Err(LifecycleError::HostNetwork { id: id.clone() });
+    }
     let blocks = devices::plan(&bundle.spec, devices::host_has_block).map_err(|source| {
         LifecycleError::Device {
             id: id.clone(),
@@ -437,9 +442,8 @@ fn boot(
             }
             // The pod's network: taps beside its namespace's interfaces, recorded before
             // anything can fail so that teardown gives the interfaces their ingress back.
-            let carried = match network::mode(&bundle.spec) {
-                network::Mode::Host => return Err(LifecycleError::HostNetwork { id: id.clone() }),
-                network::Mode::Fresh => None,
+            let carried = match network_mode {
+                network::Mode::Host | network::Mode::Fresh => None,
                 network::Mode::Namespace(path) => {
                     let carried =
                         network::carry(&path).map_err(|source| LifecycleError::Network {
@@ -902,6 +906,17 @@ pub fn spawn_relay(
     exec_id: Option<&str>,
     console_socket: Option<&Path>,
 ) -> Result<ProcessRecord, LifecycleError> {
+    spawn_relay_in(ctx, id, exec_id, console_socket, false)
+}
+
+/// [`spawn_relay`], the relay in a network namespace of its own if `own_network`.
+fn spawn_relay_in(
+    ctx: &Context,
+    id: &str,
+    exec_id: Option<&str>,
+    console_socket: Option<&Path>,
+    own_network: bool,
+) -> Result<ProcessRecord, LifecycleError> {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
 
@@ -944,10 +959,14 @@ pub fn spawn_relay(
         crate::cli::relay::READY_FD.to_string(),
     );
     // SAFETY: between fork and exec the closure only calls async-signal-safe functions
-    // (setsid, dup2) on descriptors that stay open in the parent until spawn returns.
+    // (setsid, unshare, dup2) on descriptors that stay open in the parent until spawn
+    // returns.
     unsafe {
         command.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if own_network && libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             if libc::dup2(ready_fd, crate::cli::relay::READY_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -1028,8 +1047,13 @@ pub fn create(
         ..
     } = prepare(ctx, bundle, id, console)?;
     drop(agent);
+    // The relay is the PID engines see as the container's, and prestart hooks (docker's
+    // libnetwork) configure /proc/PID/ns/net: a container that asks for a new network
+    // namespace gets one on the host too, so such a hook never touches the host's own.
+    let own_network = oci_spec::runtime::Spec::load(bundle.join("config.json"))
+        .is_ok_and(|spec| network::mode(&spec) == network::Mode::Fresh);
     let finish = (|| {
-        let relay = spawn_relay(ctx, id, None, console_socket)?;
+        let relay = spawn_relay_in(ctx, id, None, console_socket, own_network)?;
         state.relay = Some(relay.clone());
         run_create_hooks(&state)?;
         state.status = Status::Created;

@@ -355,3 +355,63 @@ fn only_loopback_carries_nothing() {
         "{carried:?}"
     );
 }
+
+/// Two interfaces in one namespace: a tap and a redirect each, in the interfaces' order.
+#[test]
+fn every_interface_gets_its_tap() {
+    let pod = PrivateNetns::new();
+    let path = pod.path.clone();
+    netns::within(&pod.path, "test setup", move |handle| async move {
+        for (name, peer) in [("eth0", "p0"), ("eth1", "p1")] {
+            handle
+                .link()
+                .add(rtnetlink::LinkVeth::new(name, peer).build())
+                .execute()
+                .await
+                .map_err(nl(&path, name))?;
+        }
+        Ok(())
+    })
+    .expect("setup");
+    let carried = carry(&pod.path).expect("carry");
+    // Both ends of both veths are in the namespace: four interfaces, four taps.
+    let names: Vec<(&str, &str)> = carried
+        .taps
+        .iter()
+        .map(|t| (t.name.as_str(), t.carries.name.as_str()))
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    for (n, (tap, _)) in names.iter().enumerate() {
+        assert_eq!(*tap, format!("tap{n}_ward"));
+    }
+    for wanted in ["eth0", "eth1", "p0", "p1"] {
+        assert!(names.iter().any(|(_, i)| *i == wanted), "{names:?}");
+    }
+    let record = carried.record();
+    drop(carried);
+    release(&record).expect("release");
+}
+
+/// More interfaces than a VM takes is a clear error, and leaves nothing behind.
+#[test]
+fn too_many_interfaces_are_refused() {
+    let pod = PrivateNetns::new();
+    let path = pod.path.clone();
+    netns::within(&pod.path, "test setup", move |handle| async move {
+        for n in 0..3 {
+            handle
+                .link()
+                .add(rtnetlink::LinkVeth::new(&format!("a{n}"), &format!("b{n}")).build())
+                .execute()
+                .await
+                .map_err(nl(&path, "veth"))?;
+        }
+        Ok(())
+    })
+    .expect("setup");
+    let err = carry(&pod.path).unwrap_err().to_string();
+    assert!(
+        err.contains("has 6 interfaces to carry; ward carries at most 4"),
+        "{err}"
+    );
+}
