@@ -96,15 +96,16 @@ clean:
 # Runs each virtio fuzz target for FUZZ_SECONDS. Only the stable toolchain is assumed:
 # RUSTC_BOOTSTRAP lets cargo-fuzz pass its -Z sanitizer flags to it.
 FUZZ_DIR := hypervisor/vmm
-FUZZ_TARGETS := vsock_packet block_request
+FUZZ_TARGETS := vsock_packet block_request net_frame
 FUZZ_SECONDS ?= 60
 
 # Every fuzz target, FUZZ_SECONDS each (not part of CI; issue 14 asks for runs of 10 M
 # executions or more per target, e.g. FUZZ_SECONDS=1800). Each target's corpus lives in
 # <crate>/fuzz/corpus/<target>, seeded from <crate>/fuzz/seeds/<target>; a crash leaves its
 # input in <crate>/fuzz/artifacts/<target> and stops the run.
-FUZZ_ALL := hypervisor/vmm:vsock_packet hypervisor/vmm:block_request \
-	agent:spec_plan agent:process_setup agent:stream_header agent:stream_reply agent:seccomp_profile
+FUZZ_ALL := hypervisor/vmm:vsock_packet hypervisor/vmm:block_request hypervisor/vmm:net_frame \
+	agent:spec_plan agent:process_setup agent:stream_header agent:stream_reply agent:seccomp_profile \
+	agent:setup_network
 
 .PHONY: fuzz
 fuzz:
