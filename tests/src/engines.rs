@@ -182,7 +182,17 @@ impl PodmanStore {
             remove_tree(&dir);
             std::fs::create_dir_all(&dir).expect("podman test directory");
             let conf = dir.join("containers.conf");
-            std::fs::write(&conf, CONTAINERS_CONF).expect("containers.conf");
+            // Networks the tests create stay in the private directory, not /etc/cni.
+            let networks = dir.join("networks");
+            std::fs::create_dir_all(&networks).expect("podman network directory");
+            std::fs::write(
+                &conf,
+                format!(
+                    "{CONTAINERS_CONF}[network]\nnetwork_config_dir = \"{}\"\n",
+                    networks.display()
+                ),
+            )
+            .expect("containers.conf");
             let store = PodmanStore {
                 archive: dir.join("image.tar"),
                 dir,

@@ -271,3 +271,80 @@ fn a_spec_without_a_network_namespace_is_refused() {
         "the refused container left state"
     );
 }
+
+/// Removes a podman network when the test ends.
+struct RemovedNetwork<'a>(&'a Podman, String);
+
+impl Drop for RemovedNetwork<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["network", "rm", "--force", &self.1]);
+    }
+}
+
+/// A container on two networks: two interfaces in its namespace, two NICs in the guest,
+/// each with its own address, and the second network's gateway reached through the
+/// second NIC.
+#[test]
+fn two_networks_give_the_guest_two_nics() {
+    let (_ward, podman) = setup();
+    let net = name("second");
+    podman.ok(&["network", "create", "--subnet", "10.89.77.0/24", &net]);
+    let _rm_net = RemovedNetwork(&podman, net.clone());
+    let c = name("twonics");
+    let _rm = Removed(&podman, c.clone());
+    podman.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &c,
+        "--network",
+        &format!("podman,{net}"),
+        IMAGE,
+        "sleep",
+        "100000",
+    ]);
+    let guest = podman.ok(&[
+        "exec",
+        &c,
+        "sh",
+        "-c",
+        "ls /sys/class/net; cat /proc/net/fib_trie",
+    ]);
+    let names: Vec<&str> = guest
+        .lines()
+        .take_while(|l| !l.starts_with("Main"))
+        .collect();
+    assert_eq!(names, ["eth0", "eth1", "lo"], "{guest}");
+    assert!(
+        guest.contains("10.89.77."),
+        "no address on the second network: {guest}"
+    );
+    let first = podman.inspect(&c, "{{.NetworkSettings.Networks.podman.IPAddress}}");
+    assert!(
+        guest.contains(&first),
+        "no address {first} on the first network: {guest}"
+    );
+
+    // The second network's bridge address, served from the host.
+    let gateway = Ipv4Addr::new(10, 89, 77, 1);
+    let listener = TcpListener::bind((gateway, 0)).expect("listening on the second bridge");
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        conn.write_all(b"second-network\n").unwrap();
+    });
+    let out = podman.run(&[
+        "exec",
+        &c,
+        "sh",
+        "-c",
+        &format!("nc -w 10 {gateway} {port} </dev/null"),
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "second-network\n",
+        "{}",
+        text(&out.stderr)
+    );
+    server.join().expect("the server thread");
+}
