@@ -896,6 +896,17 @@ pub struct Docker {
     /// The runtime that `--runtime ward` runs.
     pub runtime: PathBuf,
     daemon: Child,
+    /// The bridge this dockerd attaches containers to, made for it and removed with it.
+    bridge: Option<String>,
+}
+
+/// A private dockerd's network: none (`--bridge=none`), or its own bridge with this
+/// host address (`10.124.N.1/24`, a bridge made for the test) and the userland proxy for
+/// published ports: no iptables rule is made on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerNetwork {
+    None,
+    Bridge { subnet: u8 },
 }
 
 /// Serializes the start of private dockerds (as [`CONTAINERD_START`] does for containerd).
@@ -905,6 +916,11 @@ impl Docker {
     /// Starts a private dockerd whose runtime `ward` is `runtime` with `runtime_args`, and
     /// loads the test image into it.
     pub fn start(runtime: &Path, runtime_args: &[String]) -> Docker {
+        Docker::start_with(runtime, runtime_args, DockerNetwork::None)
+    }
+
+    /// [`Docker::start`] with the network `network`.
+    pub fn start_with(runtime: &Path, runtime_args: &[String], network: DockerNetwork) -> Docker {
         need_docker();
         let store = PodmanStore::get();
         let _guard = DOCKER_START.lock().unwrap_or_else(|e| e.into_inner());
@@ -943,11 +959,9 @@ impl Docker {
             .arg("-H")
             .arg(format!("unix://{}", socket.display()))
             .args([
-                "--bridge=none",
                 "--iptables=false",
                 "--ip-forward=false",
                 "--ip-masq=false",
-                "--userland-proxy=false",
                 "--storage-driver=vfs",
                 "--log-level=debug",
             ])
@@ -956,6 +970,33 @@ impl Docker {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
+        let bridge = match network {
+            DockerNetwork::None => {
+                command.args(["--bridge=none", "--userland-proxy=false"]);
+                None
+            }
+            DockerNetwork::Bridge { subnet } => {
+                let name = format!("wardbr{subnet}");
+                let _ = Command::new("ip").args(["link", "del", &name]).output();
+                let script = format!(
+                    "ip link add {name} type bridge && \
+                     ip addr add 10.124.{subnet}.1/24 dev {name} && ip link set {name} up"
+                );
+                let out = output(
+                    {
+                        let mut c = Command::new("sh");
+                        c.args(["-c", &script]);
+                        c
+                    },
+                    "making the docker test bridge",
+                );
+                check(&out, &script);
+                command
+                    .arg(format!("--bridge={name}"))
+                    .arg("--userland-proxy=true");
+                Some(name)
+            }
+        };
         let daemon = command.spawn().expect("starting dockerd");
         let docker = Docker {
             dir,
@@ -963,6 +1004,7 @@ impl Docker {
             client_config,
             runtime: runtime.to_path_buf(),
             daemon,
+            bridge,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -993,10 +1035,16 @@ impl Docker {
 
     /// A private dockerd running ward (from [`crate::Ward`]) as runtime `ward`.
     pub fn with_ward(ward: &crate::Ward) -> Docker {
+        Docker::with_ward_on(ward, DockerNetwork::None)
+    }
+
+    /// A private dockerd running ward as runtime `ward`, on network `network`.
+    pub fn with_ward_on(ward: &crate::Ward, network: DockerNetwork) -> Docker {
         let config = absolute(&ward.config);
-        Docker::start(
+        Docker::start_with(
             &absolute(&ward.bin),
             &[format!("--config={}", config.display())],
+            network,
         )
     }
 
@@ -1117,6 +1165,9 @@ impl Drop for Docker {
             );
         }
         remove_tree(&self.dir);
+        if let Some(bridge) = &self.bridge {
+            let _ = Command::new("ip").args(["link", "del", bridge]).output();
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use ward_e2e::engines::{Podman, IMAGE};
+use ward_e2e::engines::{Docker, DockerNetwork, Podman, IMAGE};
 use ward_e2e::{text, Ward};
 
 fn setup() -> (Ward, Podman) {
@@ -347,4 +347,44 @@ fn two_networks_give_the_guest_two_nics() {
         text(&out.stderr)
     );
     server.join().expect("the server thread");
+}
+
+/// docker's bridge (attached by libnetwork's prestart hook, which ward runs before the VM
+/// boots on a namespace it then carries) and `-p` (docker's userland proxy; the test's
+/// dockerd makes no iptables rule), like podman's.
+#[test]
+fn docker_publishes_a_port_like_podman() {
+    let ward = Ward::new();
+    let docker = Docker::with_ward_on(&ward, DockerNetwork::Bridge { subnet: 7 });
+    let c = name("docker-httpd");
+    docker.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        "ward",
+        "--name",
+        &c,
+        "-p",
+        "18095:80",
+        IMAGE,
+        "sh",
+        "-c",
+        &httpd("hello-from-docker"),
+    ]);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 18095));
+    let response = http_get(addr, Duration::from_secs(30)).unwrap_or_else(|e| {
+        panic!(
+            "GET http://{addr}/ failed: {e}; dockerd's log: {}",
+            docker.log()
+        )
+    });
+    assert!(response.contains("hello-from-docker"), "{response}");
+    let ip = docker.inspect(&c, "{{.NetworkSettings.IPAddress}}");
+    assert!(ip.starts_with("10.124.7."), "docker's address: {ip}");
+    let guest = docker.ok(&["exec", &c, "cat", "/proc/net/fib_trie"]);
+    assert!(
+        guest.contains(&ip),
+        "the guest has not docker's address {ip}: {guest}"
+    );
+    docker.ok(&["rm", "--force", &c]);
 }

@@ -39,6 +39,7 @@ pub fn execute(ctx: &Context, args: &liboci_cli::Run) -> Result<i32, CliError> {
         sandbox,
         agent,
         terminal,
+        ..
     } = lifecycle::prepare(ctx, &args.bundle, id, console)?;
 
     let mut lock = Some(lock);

@@ -196,6 +196,21 @@ pub struct Prepared {
     pub agent: Agent,
     /// The init process has a terminal (`process.terminal`).
     pub terminal: bool,
+    /// The namespace an engine's prestart hooks attached to its network before the VM
+    /// booted (with [`HookTiming::BeforeBoot`]); the relay joins it. The hooks have run.
+    pub network_holder: Option<network::holder::NetnsHolder>,
+}
+
+/// When a new container's prestart and createRuntime hooks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookTiming {
+    /// After `prepare`, once the caller's relay runs (the caller runs them).
+    AfterRelay,
+    /// For a container asking for a new network namespace whose hooks attach it to a
+    /// network (docker's): inside `prepare`, before the VM boots, with a namespace
+    /// holder's PID, so that what they attach is carried into the VM. `ward create` (the
+    /// path docker takes, through containerd's runc shim) does this.
+    BeforeBoot,
 }
 
 /// How a command attaches a process's stdio: whether it returns before the process ends
@@ -233,6 +248,17 @@ pub fn prepare(
     bundle_path: &Path,
     id: &str,
     console: Console<'_>,
+) -> Result<Prepared, LifecycleError> {
+    prepare_with(ctx, bundle_path, id, console, HookTiming::AfterRelay)
+}
+
+/// [`prepare`], with the hooks run when `hooks` says.
+pub fn prepare_with(
+    ctx: &Context,
+    bundle_path: &Path,
+    id: &str,
+    console: Console<'_>,
+    hooks: HookTiming,
 ) -> Result<Prepared, LifecycleError> {
     // Validate everything we can before touching the disk or starting anything.
     ward_agent_protocol::ids::validate_id(id).map_err(StoreError::from)?;
@@ -275,14 +301,15 @@ pub fn prepare(
         .store
         .save(&lock, &state)
         .map_err(LifecycleError::from)
-        .and_then(|()| boot(ctx, &bundle, &mut state, &lock));
+        .and_then(|()| boot(ctx, &bundle, &mut state, &lock, hooks));
     match result {
-        Ok((sandbox, agent)) => Ok(Prepared {
+        Ok((sandbox, agent, network_holder)) => Ok(Prepared {
             lock,
             state,
             sandbox,
             agent,
             terminal,
+            network_holder,
         }),
         Err(e) => {
             teardown(ctx, &state);
@@ -299,7 +326,8 @@ fn boot(
     bundle: &Bundle,
     state: &mut ContainerState,
     lock: &ContainerLock,
-) -> Result<(Sandbox, Agent), LifecycleError> {
+    hooks: HookTiming,
+) -> Result<(Sandbox, Agent, Option<network::holder::NetnsHolder>), LifecycleError> {
     let id = state.id.clone();
     let started = std::time::Instant::now();
     let placement = Placement::of(&id, &state.annotations);
@@ -307,10 +335,11 @@ fn boot(
     let guest_dir = PathBuf::from(GUEST_SANDBOX_DIR).join(&id);
     let member = matches!(placement, Placement::Join(_));
     // Refused before anything is made: a new sandbox's VM cannot share the host's stack.
-    let network_mode = network::mode(&bundle.spec);
+    let mut network_mode = network::mode(&bundle.spec);
     if !member && network_mode == network::Mode::Host {
         return Err(LifecycleError::HostNetwork { id: id.clone() });
     }
+    let mut network_holder = None;
     let blocks = devices::plan(&bundle.spec, devices::host_has_block).map_err(|source| {
         LifecycleError::Device {
             id: id.clone(),
@@ -440,9 +469,29 @@ fn boot(
                 }
                 return Err(pod_err(&id)(e));
             }
+            // A new namespace that the engine's hooks attach to its network (docker):
+            // they run now, on a holder's namespace, which is then carried like any other.
+            if hooks == HookTiming::BeforeBoot
+                && network_mode == network::Mode::Fresh
+                && hooks_attach_network(state)
+            {
+                let holder =
+                    network::holder::NetnsHolder::spawn().map_err(|source| LifecycleError::Io {
+                        id: id.clone(),
+                        what: "making a network namespace for the hooks".into(),
+                        source,
+                    })?;
+                let mut context = state.hook_context();
+                context.pid = Some(holder.pid);
+                run_hooks_with(state, &context)?;
+                info!(ctx.log, "prestart hooks ran before the VM, on a new network namespace";
+                      "container" => &id, "holder" => holder.pid);
+                network_mode = network::Mode::Namespace(holder.netns_path());
+                network_holder = Some(holder);
+            }
             // The pod's network: taps beside its namespace's interfaces, recorded before
             // anything can fail so that teardown gives the interfaces their ingress back.
-            let carried = match network_mode {
+            let carried = match network_mode.clone() {
                 network::Mode::Host | network::Mode::Fresh => None,
                 network::Mode::Namespace(path) => {
                     let carried =
@@ -450,8 +499,13 @@ fn boot(
                             id: id.clone(),
                             source,
                         })?;
-                    pod.network = Some(carried.record());
-                    sandboxes.save(&sandbox_lock, &pod).map_err(pod_err(&id))?;
+                    // A holder's namespace is not recorded: it lives only as long as the
+                    // holder and then the relay, and its /proc path may name another
+                    // process's namespace after them.
+                    if network_holder.is_none() {
+                        pod.network = Some(carried.record());
+                        sandboxes.save(&sandbox_lock, &pod).map_err(pod_err(&id))?;
+                    }
                     Some(carried)
                 }
             };
@@ -573,7 +627,7 @@ fn boot(
               "namespaces" => guest.adjustments.pod_namespaces.join(","),
               "ms" => started.elapsed().as_millis() as u64);
     }
-    Ok((sandbox, agent))
+    Ok((sandbox, agent, network_holder))
 }
 
 /// A host node for block device `block` in the sandbox's directory (QEMU and ward-vmm
@@ -906,16 +960,27 @@ pub fn spawn_relay(
     exec_id: Option<&str>,
     console_socket: Option<&Path>,
 ) -> Result<ProcessRecord, LifecycleError> {
-    spawn_relay_in(ctx, id, exec_id, console_socket, false)
+    spawn_relay_in(ctx, id, exec_id, console_socket, RelayNetwork::Caller)
 }
 
-/// [`spawn_relay`], the relay in a network namespace of its own if `own_network`.
+/// The network namespace a relay runs in.
+#[derive(Debug, Clone, Copy)]
+enum RelayNetwork {
+    /// Ours.
+    Caller,
+    /// A new one.
+    New,
+    /// The one open at this descriptor, which stays open until the relay has started.
+    Join(std::os::fd::RawFd),
+}
+
+/// [`spawn_relay`], the relay in the network namespace `network` says.
 fn spawn_relay_in(
     ctx: &Context,
     id: &str,
     exec_id: Option<&str>,
     console_socket: Option<&Path>,
-    own_network: bool,
+    network: RelayNetwork,
 ) -> Result<ProcessRecord, LifecycleError> {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
@@ -959,12 +1024,17 @@ fn spawn_relay_in(
         crate::cli::relay::READY_FD.to_string(),
     );
     // SAFETY: between fork and exec the closure only calls async-signal-safe functions
-    // (setsid, unshare, dup2) on descriptors that stay open in the parent until spawn
-    // returns.
+    // (setsid, unshare, setns, dup2) on descriptors that stay open in the parent until
+    // spawn returns.
     unsafe {
         command.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
-            if own_network && libc::unshare(libc::CLONE_NEWNET) != 0 {
+            let entered = match network {
+                RelayNetwork::Caller => 0,
+                RelayNetwork::New => libc::unshare(libc::CLONE_NEWNET),
+                RelayNetwork::Join(fd) => libc::setns(fd, libc::CLONE_NEWNET),
+            };
+            if entered != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             if libc::dup2(ready_fd, crate::cli::relay::READY_FD) < 0 {
@@ -1044,18 +1114,27 @@ pub fn create(
         mut state,
         sandbox,
         agent,
+        network_holder,
         ..
-    } = prepare(ctx, bundle, id, console)?;
+    } = prepare_with(ctx, bundle, id, console, HookTiming::BeforeBoot)?;
     drop(agent);
     // The relay is the PID engines see as the container's, and prestart hooks (docker's
     // libnetwork) configure /proc/PID/ns/net: a container that asks for a new network
-    // namespace gets one on the host too, so such a hook never touches the host's own.
-    let own_network = oci_spec::runtime::Spec::load(bundle.join("config.json"))
-        .is_ok_and(|spec| network::mode(&spec) == network::Mode::Fresh);
+    // namespace gets one on the host too (the one its hooks attached, if they ran before
+    // the VM), so such a hook never touches the host's own.
+    let network = match &network_holder {
+        Some(holder) => RelayNetwork::Join(holder.netns().as_raw_fd()),
+        None => match oci_spec::runtime::Spec::load(bundle.join("config.json")) {
+            Ok(spec) if network::mode(&spec) == network::Mode::Fresh => RelayNetwork::New,
+            _ => RelayNetwork::Caller,
+        },
+    };
     let finish = (|| {
-        let relay = spawn_relay_in(ctx, id, None, console_socket, own_network)?;
+        let relay = spawn_relay_in(ctx, id, None, console_socket, network)?;
         state.relay = Some(relay.clone());
-        run_create_hooks(&state)?;
+        if network_holder.is_none() {
+            run_create_hooks(&state)?;
+        }
         state.status = Status::Created;
         ctx.store.save(&lock, &state)?;
         write_pid_file(id, pid_file, relay.pid)
@@ -1078,12 +1157,41 @@ pub fn create(
 /// prestart then createRuntime: the container exists in its VM and its relay runs; a
 /// failure fails the create.
 pub fn run_create_hooks(state: &ContainerState) -> Result<(), LifecycleError> {
+    run_hooks_with(state, &state.hook_context())
+}
+
+/// The hook docker's libnetwork attaches a container to its network with (its argv[0];
+/// the program is dockerd itself, `/proc/<dockerd>/exe`).
+const DOCKER_NETWORK_HOOK: &str = "libnetwork-setkey";
+
+/// Whether a prestart or createRuntime hook attaches the container to its engine's
+/// network: docker's. Only then do the hooks run before the VM, on a holder's PID (the
+/// relay does not exist yet); other hooks keep seeing the relay's PID, as `state` shows.
+fn hooks_attach_network(state: &ContainerState) -> bool {
+    let attaches = |list: &Option<Vec<oci_spec::runtime::Hook>>| {
+        list.iter().flatten().any(|hook| {
+            hook.args()
+                .as_ref()
+                .and_then(|a| a.first())
+                .is_some_and(|a| a == DOCKER_NETWORK_HOOK)
+        })
+    };
+    state
+        .hooks
+        .as_ref()
+        .is_some_and(|h| attaches(h.prestart()) || attaches(h.create_runtime()))
+}
+
+/// prestart then createRuntime, telling them `context`.
+fn run_hooks_with(
+    state: &ContainerState,
+    context: &crate::hooks::HookContext,
+) -> Result<(), LifecycleError> {
     let Some(hooks) = &state.hooks else {
         return Ok(());
     };
-    let context = state.hook_context();
     for stage in [Stage::Prestart, Stage::CreateRuntime] {
-        hooks::run_stage(stage, hooks, &context).map_err(|source| LifecycleError::Hook {
+        hooks::run_stage(stage, hooks, context).map_err(|source| LifecycleError::Hook {
             id: state.id.clone(),
             source,
         })?;

@@ -8,11 +8,14 @@
 //! the agent gives it the veth's addresses and the namespace's routes, so the engine's
 //! port mappings, bridge and DNS work unchanged. (Kata's tc-filter model.)
 //!
+//! - `holder`: a process holding a new namespace while an engine's prestart hooks (docker)
+//!   attach it to a bridge, before the VM boots;
 //! - `netns`: doing netlink work inside a namespace, bounded in time;
 //! - `scan`: what the namespace holds (interfaces, addresses, routes);
 //! - `tap`: opening a tap device;
 //! - `redirect`: the tc ingress qdiscs and mirred filters between a veth and its tap.
 
+pub mod holder;
 pub mod netns;
 pub mod redirect;
 pub mod scan;

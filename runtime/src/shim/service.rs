@@ -329,6 +329,7 @@ impl Inner {
             sandbox,
             agent,
             terminal,
+            ..
         } = prepared;
         drop(agent);
         let paths = Paths {
