@@ -11,13 +11,20 @@ fn builtin_run_prints_and_exits_with_the_containers_code() {
     let ward = Ward::new();
     require_vmm(&ward);
     let bundle = ward.bundle("bi", &["sh", "-c", "echo hello from ward-vmm; exit 3"]);
-    let out = ward
-        .command()
-        .env("WARD_HYPERVISOR", "builtin")
-        .args(["run", "--bundle", bundle.to_str().unwrap(), "bi"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("running ward");
+    let mut command = ward.command();
+    command.env("WARD_HYPERVISOR", "builtin").args([
+        "run",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "bi",
+    ]);
+    let out = ward_e2e::output_within(&mut command, super::COMMAND_TIMEOUT).unwrap_or_else(|| {
+        panic!(
+            "ward run bi did not finish within {} s\n{}",
+            super::COMMAND_TIMEOUT.as_secs(),
+            super::hang_report(&ward, "bi")
+        )
+    });
     assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hello from ward-vmm\n");
     assert!(
@@ -86,13 +93,21 @@ fn builtin_pod_member_joins_the_running_vm_over_virtiofs() {
         "io.kubernetes.cri-o.SandboxID": "pod",
     });
     std::fs::write(&config_json, serde_json::to_vec(&spec).unwrap()).unwrap();
-    let out = ward
-        .command()
-        .env("WARD_CONFIG", &config)
-        .args(["run", "--bundle", bundle.to_str().unwrap(), "member"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("running ward");
+    let mut command = ward.command();
+    command.env("WARD_CONFIG", &config).args([
+        "run",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "member",
+    ]);
+    eprintln!("[kvm] run member");
+    let out = ward_e2e::output_within(&mut command, super::COMMAND_TIMEOUT).unwrap_or_else(|| {
+        panic!(
+            "ward run member did not finish within {} s\n{}",
+            super::COMMAND_TIMEOUT.as_secs(),
+            super::hang_report(&ward, "pod")
+        )
+    });
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     let said = text(&out.stdout);
     assert!(

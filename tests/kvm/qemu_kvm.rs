@@ -19,10 +19,17 @@ fn qemu_kvm_run_prints_and_exits_with_the_containers_code() {
     let ward = Ward::new();
     let config = qemu_kvm_config(&ward);
     let bundle = ward.bundle("qk", &["sh", "-c", "echo hello from qemu-kvm; exit 7"]);
-    let out = ward.run_with_config(
-        &config,
-        &["run", "--bundle", bundle.to_str().unwrap(), "qk"],
-    );
+    let mut command = ward.command();
+    command
+        .env("WARD_CONFIG", &config)
+        .args(["run", "--bundle", bundle.to_str().unwrap(), "qk"]);
+    let out = ward_e2e::output_within(&mut command, super::COMMAND_TIMEOUT).unwrap_or_else(|| {
+        panic!(
+            "ward run qk did not finish within {} s\n{}",
+            super::COMMAND_TIMEOUT.as_secs(),
+            super::hang_report(&ward, "qk")
+        )
+    });
     assert_eq!(out.status.code(), Some(7), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hello from qemu-kvm\n");
     assert!(!ward.root.join("qk").exists(), "run left its state behind");

@@ -241,6 +241,25 @@ impl Ward {
     }
 }
 
+/// Runs `command` (its stdio as set) and waits for it at most `timeout`; a command still
+/// running then is killed and None returned. For commands that leave processes holding
+/// their stdout (`run --detach`), whose output goes to files.
+pub fn status_within(command: &mut Command, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let mut child = command.spawn().expect("spawning the command");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for the command") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Like `Command::output` (stdin closed), but a command still running after `timeout` is
 /// killed and None returned: a test waits for a guest within a bound, never for ever.
 pub fn output_within(command: &mut Command, timeout: Duration) -> Option<Output> {
