@@ -97,12 +97,16 @@ pub struct Nic {
 impl Nic {
     /// `aa:bb:cc:dd:ee:ff`.
     pub fn mac_text(&self) -> String {
-        self.mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
+        format_mac(&self.mac)
     }
+}
+
+/// A MAC address as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// How far a running VM may be resized.

@@ -3,8 +3,6 @@
 //! bridge; ward carries the namespace into the VM, and a server in the container answers
 //! across it. Traffic stays between L1's namespaces.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -47,29 +45,6 @@ impl Drop for TestNetwork {
     }
 }
 
-fn get(addr: SocketAddr, within: Duration) -> Result<String, String> {
-    let until = Instant::now() + within;
-    let mut last = String::new();
-    while Instant::now() < until {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-            Ok(mut s) => {
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut answer = String::new();
-                match s
-                    .write_all(b"GET / HTTP/1.0\r\n\r\n")
-                    .and_then(|()| s.read_to_string(&mut answer))
-                {
-                    Ok(_) => return Ok(answer),
-                    Err(e) => last = e.to_string(),
-                }
-            }
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    Err(last)
-}
-
 #[test]
 fn builtin_carries_a_network_namespace_over_virtio_net() {
     require_hardware_kvm();
@@ -98,7 +73,7 @@ fn builtin_carries_a_network_namespace_over_virtio_net() {
     start_bundle(&ward, &config, "net", &bundle);
 
     let started = Instant::now();
-    let answer = get("10.99.0.2:80".parse().unwrap(), Duration::from_secs(60))
+    let answer = ward_e2e::http_get("10.99.0.2:80".parse().unwrap(), Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("GET http://10.99.0.2/ from L1: {e}"));
     eprintln!("first answer over virtio-net after {:?}", started.elapsed());
     assert!(answer.contains("hello-over-virtio-net"), "{answer}");

@@ -300,6 +300,35 @@ pub fn output_within(command: &mut Command, timeout: Duration) -> Option<Output>
     })
 }
 
+/// `GET /` from the host, retried until `deadline` while the server comes up.
+pub fn http_get(addr: std::net::SocketAddr, deadline: Duration) -> Result<String, String> {
+    let until = Instant::now() + deadline;
+    let mut last = String::new();
+    while Instant::now() < until {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(mut stream) => {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let request = format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+                let mut response = String::new();
+                use std::io::{Read, Write};
+                match stream
+                    .write_all(request.as_bytes())
+                    .and_then(|()| stream.read_to_string(&mut response))
+                {
+                    Ok(_) if response.starts_with("HTTP/1.") => return Ok(response),
+                    Ok(_) => last = format!("odd answer {response:?}"),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Err(last)
+}
+
 pub fn which(binary: &str) -> bool {
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))

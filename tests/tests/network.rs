@@ -6,9 +6,9 @@
 //! Traffic goes only to loopback, to podman's bridge and to the containers on it; every
 //! wait is bounded.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::time::Duration;
 
 use ward_e2e::engines::{Docker, DockerNetwork, Podman, IMAGE};
 use ward_e2e::{text, Ward};
@@ -38,34 +38,6 @@ fn httpd(body: &str) -> String {
     format!("mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 80 -h /www")
 }
 
-/// `GET /` from the host, retried until `deadline` while the server comes up.
-fn http_get(addr: SocketAddr, deadline: Duration) -> Result<String, String> {
-    let until = Instant::now() + deadline;
-    let mut last = String::new();
-    while Instant::now() < until {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-            Ok(mut stream) => {
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(5)))
-                    .unwrap();
-                let request = format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-                let mut response = String::new();
-                match stream
-                    .write_all(request.as_bytes())
-                    .and_then(|()| stream.read_to_string(&mut response))
-                {
-                    Ok(_) if response.starts_with("HTTP/1.") => return Ok(response),
-                    Ok(_) => last = format!("odd answer {response:?}"),
-                    Err(e) => last = e.to_string(),
-                }
-            }
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    Err(last)
-}
-
 #[test]
 fn a_published_port_reaches_a_server_in_the_vm() {
     let (_ward, podman) = setup();
@@ -84,7 +56,7 @@ fn a_published_port_reaches_a_server_in_the_vm() {
         &httpd("hello-from-the-vm"),
     ]);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 18080));
-    let response = http_get(addr, Duration::from_secs(30)).unwrap_or_else(|e| {
+    let response = ward_e2e::http_get(addr, Duration::from_secs(30)).unwrap_or_else(|e| {
         panic!(
             "GET http://{addr}/ failed: {e}; the container's log: {}",
             text(&podman.run(&["logs", &c]).stderr)
@@ -372,7 +344,7 @@ fn docker_publishes_a_port_like_podman() {
         &httpd("hello-from-docker"),
     ]);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 18095));
-    let response = http_get(addr, Duration::from_secs(30)).unwrap_or_else(|e| {
+    let response = ward_e2e::http_get(addr, Duration::from_secs(30)).unwrap_or_else(|e| {
         panic!(
             "GET http://{addr}/ failed: {e}; dockerd's log: {}",
             docker.log()

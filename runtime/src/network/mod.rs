@@ -269,7 +269,12 @@ impl GuestNetwork {
             .iter()
             .map(|i| {
                 let addresses: Vec<String> = i.addresses.iter().map(|a| a.to_string()).collect();
-                format!("{} {} {}", i.name, format_mac(&i.mac), addresses.join(","))
+                format!(
+                    "{} {} {}",
+                    i.name,
+                    ward_hypervisor::format_mac(&i.mac),
+                    addresses.join(",")
+                )
             })
             .collect::<Vec<_>>()
             .join("; ")
@@ -288,14 +293,6 @@ impl Carried {
             })
             .collect()
     }
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 #[cfg(test)]

@@ -121,7 +121,7 @@ impl Agent {
         for interface in interfaces {
             let mut nic = NetInterface::new();
             nic.name = interface.name.clone();
-            nic.mac = crate::network::format_mac(&interface.mac);
+            nic.mac = ward_hypervisor::format_mac(&interface.mac);
             nic.mtu = interface.mtu;
             nic.addresses = interface.addresses.iter().map(net).collect();
             req.interfaces.push(nic);
