@@ -15,9 +15,10 @@ use ward_agent_protocol::agent::{
     CheckRequest, CheckResponse, CreateContainerRequest, DiskInfo, DiskRequest, Empty,
     ExecProcessRequest, GuestDetails, GuestDetailsRequest, ListProcessesRequest,
     ListProcessesResponse, OnlineCpusRequest, OnlineCpusResponse, PauseContainerRequest,
-    ProcessInfo, RemoveContainerRequest, ResizeTerminalRequest, ResumeContainerRequest,
-    SetupNetworkRequest, SignalProcessRequest, StartContainerRequest, StatsContainerRequest,
-    StatsContainerResponse, UpdateContainerRequest, WaitProcessRequest, WaitProcessResponse,
+    ProcessInfo, RemoveContainerRequest, RemoveNetworkRequest, ResizeTerminalRequest,
+    ResumeContainerRequest, SetupNetworkRequest, SignalProcessRequest, StartContainerRequest,
+    StatsContainerRequest, StatsContainerResponse, UpdateContainerRequest, WaitProcessRequest,
+    WaitProcessResponse,
 };
 use ward_agent_protocol::agent_ttrpc::{create_agent, Agent};
 use ward_agent_protocol::{AGENT_VERSION, AGENT_VSOCK_PORT, PROTOCOL_VERSION};
@@ -327,7 +328,7 @@ impl Agent for Service {
     fn setup_network(&self, ctx: &TtrpcContext, req: SetupNetworkRequest) -> ttrpc::Result<Empty> {
         let started = Instant::now();
         info!(self.log, "rpc"; "rpc" => "SetupNetwork", "interfaces" => req.interfaces.len(),
-              "routes" => req.routes.len());
+              "routes" => req.routes.len(), "namespace" => &req.namespace);
         let budget = deadline(ctx).saturating_duration_since(Instant::now());
         let result = network::plan::parse(&req).and_then(|plan| {
             network::apply::apply(&plan, budget)?;
@@ -345,6 +346,23 @@ impl Agent for Service {
             }
         }
         self.finish("SetupNetwork", "", started, result.map(drop))
+            .map(|()| Empty::new())
+    }
+
+    fn remove_network(
+        &self,
+        _ctx: &TtrpcContext,
+        req: RemoveNetworkRequest,
+    ) -> ttrpc::Result<Empty> {
+        let started = Instant::now();
+        info!(self.log, "rpc"; "rpc" => "RemoveNetwork", "namespace" => &req.namespace);
+        let result = network::plan::parse_namespace(&req.namespace).and_then(|name| match name {
+            Some(name) => network::namespace::remove(&name),
+            None => Err(network::NetworkError::Invalid(
+                "RemoveNetwork needs a namespace name; the guest's own stays".into(),
+            )),
+        });
+        self.finish("RemoveNetwork", "", started, result)
             .map(|()| Empty::new())
     }
 }

@@ -301,6 +301,23 @@ pub trait Hypervisor {
         })
     }
 
+    /// Attaches network card `nic` to the running guest, named `id` (1 to 20 of
+    /// [A-Za-z0-9_.-]) for its removal. The VMM gets its own copy of the tap.
+    fn add_nic(&self, _vm: &VmInstance, _id: &str, _nic: &Nic) -> Result<()> {
+        Err(Error::Unsupported {
+            backend: self.kind(),
+            what: "hotplug network cards",
+        })
+    }
+
+    /// Detaches the network card attached as `id`; returns once the guest has let go of it.
+    fn remove_nic(&self, _vm: &VmInstance, _id: &str) -> Result<()> {
+        Err(Error::Unsupported {
+            backend: self.kind(),
+            what: "hot-unplug network cards",
+        })
+    }
+
     /// Brings the guest to `count` online vCPUs.
     fn set_vcpus(&self, _vm: &VmInstance, _count: u32) -> Result<()> {
         Err(Error::Unsupported {

@@ -321,6 +321,130 @@ fn two_networks_give_the_guest_two_nics() {
     server.join().expect("the server thread");
 }
 
+/// Removes the pod when the test ends, whatever happened.
+struct RemovedPod<'a>(&'a Podman, String);
+
+impl Drop for RemovedPod<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .run(&["pod", "rm", "--force", "--time", "0", &self.1]);
+    }
+}
+
+/// A pod that does not share its network (`--share ipc,uts`): each member brings a
+/// namespace of its own, with its own veth on podman's bridge. ward hot-adds a NIC for it
+/// into the pod's running VM and the agent gives the member a guest namespace of its own
+/// holding it: the member has its veth's MAC and address (not the infra's), answers on
+/// that address, and is in the pod's VM. A member that leaves takes its NIC with it.
+#[test]
+fn a_pod_member_brings_its_own_network() {
+    let (_ward, podman) = setup();
+    let pod = name("ownnet-pod");
+    let _rm_pod = RemovedPod(&podman, pod.clone());
+    podman.ok(&["pod", "create", "--share", "ipc,uts", "--name", &pod]);
+    let member = name("ownnet-member");
+    podman.ok(&[
+        "run",
+        "-d",
+        "--pod",
+        &pod,
+        "--name",
+        &member,
+        IMAGE,
+        "sh",
+        "-c",
+        &httpd("own-nic"),
+    ]);
+    let infra = podman.ok(&["pod", "inspect", "--format", "{{.InfraContainerID}}", &pod]);
+    let infra_ip = podman.inspect(&infra, "{{.NetworkSettings.IPAddress}}");
+    let ip = podman.inspect(&member, "{{.NetworkSettings.IPAddress}}");
+    let mac = podman.inspect(&member, "{{.NetworkSettings.MacAddress}}");
+    assert!(
+        !ip.is_empty() && ip != infra_ip,
+        "podman gave the member no address of its own: {ip:?} (infra {infra_ip:?})"
+    );
+
+    // Its GET answered from the host, on the member's own address.
+    let addr = SocketAddr::new(ip.parse().expect("an IPv4 address"), 80);
+    let response = ward_e2e::http_get(addr, Duration::from_secs(30)).unwrap_or_else(|e| {
+        panic!(
+            "GET http://{addr}/ failed: {e}; the member's log: {}",
+            text(&podman.run(&["logs", &member]).stderr)
+        )
+    });
+    assert!(response.contains("own-nic"), "{response}");
+
+    // In the guest: its own NIC (the veth's MAC and address), and not the pod's.
+    let view = |c: &str| {
+        podman.ok(&[
+            "exec",
+            c,
+            "sh",
+            "-c",
+            "cat /proc/sys/kernel/random/boot_id; ls /sys/class/net; \
+             cat /sys/class/net/eth0/address; cat /proc/net/fib_trie",
+        ])
+    };
+    let guest = view(&member);
+    let lines: Vec<&str> = guest.lines().collect();
+    assert_eq!(&lines[1..3], ["eth0", "lo"], "{guest}");
+    assert_eq!(
+        lines[3], mac,
+        "the guest NIC has not the veth's MAC: {guest}"
+    );
+    assert!(
+        guest.contains(&ip),
+        "no {ip} in the member's namespace: {guest}"
+    );
+    assert!(
+        !guest.contains(&infra_ip),
+        "the member sees the infra container's address {infra_ip}: {guest}"
+    );
+
+    // A second member: the same VM, its own NIC; it leaves again (--rm), and the first
+    // still answers.
+    let second = name("ownnet-second");
+    let out = podman.ok(&[
+        "run",
+        "--rm",
+        "--pod",
+        &pod,
+        "--name",
+        &second,
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /proc/sys/kernel/random/boot_id; ls /sys/class/net; cat /proc/net/fib_trie",
+    ]);
+    assert_eq!(
+        out.lines().next(),
+        lines.first().copied(),
+        "the second member is not in the pod's VM: {out}"
+    );
+    assert!(
+        !out.contains(&ip),
+        "the second member sees the first's address: {out}"
+    );
+    let response =
+        ward_e2e::http_get(addr, Duration::from_secs(30)).expect("GET after the second left");
+    assert!(response.contains("own-nic"), "{response}");
+
+    // Gone with the member: its NIC, its guest namespace, the host redirect.
+    podman.ok(&["rm", "--force", "--time", "0", &member]);
+    // podman passes no --root: ward keeps its state in its default one.
+    let sandbox = ward_e2e::engines::sandbox_dir(std::path::Path::new("/run/ward"), &infra);
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(sandbox.join("sandbox.json")).expect("the pod's sandbox state"),
+    )
+    .expect("sandbox.json");
+    assert_eq!(
+        state["member_networks"],
+        serde_json::json!({}),
+        "members' networks left in the sandbox: {state}"
+    );
+}
+
 /// docker's bridge (attached by libnetwork's prestart hook, which ward runs before the VM
 /// boots on a namespace it then carries) and `-p` (docker's userland proxy; the test's
 /// dockerd makes no iptables rule), like podman's.

@@ -38,7 +38,11 @@ pub mod agent_ttrpc {
 }
 
 /// Bumped on every incompatible change of the service or the stream handshake.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
+
+/// Where the agent keeps the network namespaces it makes for single containers
+/// (SetupNetworkRequest.namespace): a container's spec names `<dir>/<namespace>`.
+pub const GUEST_NETNS_DIR: &str = "/run/ward/netns";
 
 /// The guest port the agent's ttrpc server listens on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;

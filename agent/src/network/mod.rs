@@ -2,9 +2,11 @@
 //! names, MTUs, addresses and routes of the interfaces they stand for (SetupNetwork).
 //!
 //! - `plan`: the request checked and turned into typed values, in one function;
-//! - `apply`: the plan carried out over netlink in the guest's network namespace.
+//! - `apply`: the plan carried out over netlink in the guest's network namespace, or in
+//!   one `namespace` made for a single container.
 
 pub mod apply;
+pub mod namespace;
 pub mod plan;
 
 use thiserror::Error;
@@ -22,6 +24,8 @@ pub enum NetworkError {
     Netlink { what: String, message: String },
     #[error("setting up the network did not finish within {0} s")]
     Timeout(u64),
+    #[error("network namespace: {0}")]
+    Namespace(String),
     #[error("starting the netlink runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }

@@ -41,6 +41,29 @@ impl Route {
 pub struct Plan {
     pub nics: Vec<Nic>,
     pub routes: Vec<Route>,
+    /// A namespace of one container's own, by name (None: the guest's own namespace).
+    pub namespace: Option<String>,
+}
+
+/// A container's network namespace name: 1 to 64 of [A-Za-z0-9_.-], not `.` or `..`
+/// (it becomes a file name under /run/ward/netns).
+pub fn parse_namespace(name: &str) -> Result<Option<String>, NetworkError> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let ok = name.len() <= 64
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(Some(name.to_string()))
+    } else {
+        Err(invalid(format!(
+            "{name:?} is not a namespace name (1 to 64 of [A-Za-z0-9_.-])"
+        )))
+    }
 }
 
 fn invalid(message: String) -> NetworkError {
@@ -177,7 +200,11 @@ pub fn parse(req: &SetupNetworkRequest) -> Result<Plan, NetworkError> {
         }
         routes.push(parsed);
     }
-    Ok(Plan { nics, routes })
+    Ok(Plan {
+        nics,
+        routes,
+        namespace: parse_namespace(&req.namespace)?,
+    })
 }
 
 #[cfg(test)]
@@ -218,6 +245,17 @@ mod tests {
         assert_eq!(plan.routes[0].gateway, Some("10.88.0.1".parse().unwrap()));
         assert!(plan.routes[0].destination.is_none());
         assert!(!plan.routes[0].is_ipv6());
+    }
+
+    #[test]
+    fn a_containers_own_namespace_is_named() {
+        let mut req = request();
+        assert_eq!(parse(&req).unwrap().namespace, None);
+        req.namespace = "c1-web.app_2".into();
+        assert_eq!(
+            parse(&req).unwrap().namespace.as_deref(),
+            Some("c1-web.app_2")
+        );
     }
 
     #[test]
@@ -267,6 +305,18 @@ mod tests {
             (
                 Box::new(|r| r.routes = vec![r.routes[0].clone(); MAX_ROUTES + 1]),
                 "at most",
+            ),
+            (
+                Box::new(|r| r.namespace = "../etc".into()),
+                "not a namespace name",
+            ),
+            (
+                Box::new(|r| r.namespace = "..".into()),
+                "not a namespace name",
+            ),
+            (
+                Box::new(|r| r.namespace = "n".repeat(65)),
+                "not a namespace name",
             ),
         ];
         for (spoil, expected) in cases {

@@ -7,6 +7,7 @@
 //! consent (it must let go of the device); they are polled for until QEMU has dropped the
 //! device, within a bound.
 
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::cmdline::DISK_PORT_PREFIX;
 use super::qmp::QmpClient;
-use crate::{DiskSpec, Error, Result, VmInstance};
+use crate::{DiskSpec, Error, Nic, Result, VmInstance};
 
 /// How long one QMP command may take.
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -172,6 +173,77 @@ pub fn remove_disk(vm: &VmInstance, id: &str) -> Result<()> {
     unplug(&mut qmp, &disk_device(id), &format!("disk {id}"))?;
     qmp.execute("blockdev-del", Some(json!({"node-name": disk_node(id)})))?;
     Ok(())
+}
+
+fn nic_device(id: &str) -> String {
+    format!("nic-{id}")
+}
+
+fn nic_netdev(id: &str) -> String {
+    format!("hpnet-{id}")
+}
+
+/// Plugs a virtio-net card into a free root port, its frames going through the tap
+/// handed over with `getfd` (QEMU may not open taps itself: it runs with no capability
+/// to, and in the host's network namespace, not the pod's).
+pub fn add_nic(vm: &VmInstance, id: &str, nic: &Nic) -> Result<()> {
+    check_disk_id(id).map_err(|_| {
+        Error::Config(format!(
+            "network card ID {id:?} must be 1 to 20 of [A-Za-z0-9_.-]"
+        ))
+    })?;
+    let mut qmp = connect(vm)?;
+    let port = free_disk_ports(&qmp.execute("query-pci", None)?)
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "no free slot left in the VM for a network card (each of its {DISK_PORT_PREFIX}N root ports holds a device)"
+            ))
+        })?;
+    let netdev = nic_netdev(id);
+    qmp.execute_with_fd("getfd", Some(json!({ "fdname": netdev })), nic.tap.as_fd())?;
+    let added = qmp.execute(
+        "netdev_add",
+        Some(json!({"type": "tap", "id": netdev, "fd": netdev, "vhost": false})),
+    );
+    if let Err(e) = added {
+        let _ = qmp.execute("closefd", Some(json!({ "fdname": netdev })));
+        return Err(e);
+    }
+    let added = qmp.execute(
+        "device_add",
+        Some(json!({
+            "driver": "virtio-net-pci",
+            "id": nic_device(id),
+            "netdev": netdev,
+            "mac": nic.mac_text(),
+            "host_mtu": nic.mtu,
+            "bus": port,
+        })),
+    );
+    if let Err(e) = added {
+        let _ = qmp.execute("netdev_del", Some(json!({ "id": netdev })));
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Unplugs the card (the guest lets go of it) and closes QEMU's copy of its tap.
+pub fn remove_nic(vm: &VmInstance, id: &str) -> Result<()> {
+    let mut qmp = connect(vm)?;
+    let device = nic_device(id);
+    if device_exists(&mut qmp, &device)? {
+        unplug(&mut qmp, &device, &format!("network card {id}"))?;
+    }
+    match qmp.execute("netdev_del", Some(json!({ "id": nic_netdev(id) }))) {
+        Ok(_) => Ok(()),
+        // Already gone: a removal that an earlier, interrupted one began.
+        Err(Error::Qmp(msg)) if msg.contains("DeviceNotFound") || msg.contains("not found") => {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// One CPU slot of `query-hotpluggable-cpus`.

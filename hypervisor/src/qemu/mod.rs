@@ -80,6 +80,16 @@ impl Hypervisor for Qemu {
         hotplug::remove_disk(vm, id)
     }
 
+    fn add_nic(&self, vm: &VmInstance, id: &str, nic: &crate::Nic) -> Result<()> {
+        self.require_hotplug(vm, "hotplug network cards")?;
+        hotplug::add_nic(vm, id, nic)
+    }
+
+    fn remove_nic(&self, vm: &VmInstance, id: &str) -> Result<()> {
+        self.require_hotplug(vm, "hot-unplug network cards")?;
+        hotplug::remove_nic(vm, id)
+    }
+
     fn set_vcpus(&self, vm: &VmInstance, count: u32) -> Result<()> {
         self.require_hotplug(vm, "hotplug vCPUs")?;
         match vm.hotplug {

@@ -5,10 +5,12 @@
 //! come in between and are skipped.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use serde_json::{json, Value};
 
 use crate::{Error, Result};
@@ -54,15 +56,44 @@ impl QmpClient {
 
     /// Runs `command` and returns its `return` value.
     pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value> {
-        let mut request = json!({ "execute": command });
-        if let Some(args) = arguments {
-            request["arguments"] = args;
-        }
-        let mut line = request.to_string();
-        line.push('\n');
+        let line = request_line(command, arguments);
         self.writer
             .write_all(line.as_bytes())
             .map_err(|e| self.err(format!("sending {command}: {e}")))?;
+        self.answer(command)
+    }
+
+    /// Runs `command` with `fd` attached to it (SCM_RIGHTS), as `getfd` and `add-fd`
+    /// want: QEMU gets its own copy of the descriptor.
+    pub fn execute_with_fd(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+        fd: BorrowedFd<'_>,
+    ) -> Result<Value> {
+        let line = request_line(command, arguments);
+        let fds = [fd.as_raw_fd()];
+        let control = [ControlMessage::ScmRights(&fds)];
+        let iov = [std::io::IoSlice::new(line.as_bytes())];
+        let sent = sendmsg::<()>(
+            self.writer.as_raw_fd(),
+            &iov,
+            &control,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|e| self.err(format!("sending {command} with a descriptor: {e}")))?;
+        // The descriptor went with the first byte; the rest of the line (if the socket
+        // took only part of it) follows plainly.
+        if sent < line.len() {
+            self.writer
+                .write_all(&line.as_bytes()[sent..])
+                .map_err(|e| self.err(format!("sending {command}: {e}")))?;
+        }
+        self.answer(command)
+    }
+
+    fn answer(&mut self, command: &str) -> Result<Value> {
         loop {
             let message = self.read_message()?;
             if let Some(value) = message.get("return") {
@@ -123,6 +154,16 @@ impl QmpClient {
     fn err(&self, message: String) -> Error {
         Error::Qmp(format!("{}: {message}", self.path.display()))
     }
+}
+
+fn request_line(command: &str, arguments: Option<Value>) -> String {
+    let mut request = json!({ "execute": command });
+    if let Some(args) = arguments {
+        request["arguments"] = args;
+    }
+    let mut line = request.to_string();
+    line.push('\n');
+    line
 }
 
 #[cfg(test)]
@@ -196,6 +237,61 @@ mod tests {
         assert_eq!(name["name"], "vm");
         let seen = server.join().expect("server");
         assert_eq!(seen[2]["arguments"]["unused"], 1);
+    }
+
+    #[test]
+    fn a_descriptor_goes_with_its_command() {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned};
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut writer = stream.try_clone().expect("clone");
+            writeln!(writer, "{GREETING}").expect("greet");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("capabilities");
+            writeln!(writer, r#"{{"return": {{}}}}"#).expect("answer");
+            let mut buf = [0u8; 256];
+            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let msg = recvmsg::<()>(
+                stream.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::empty(),
+            )
+            .expect("recvmsg");
+            let mut received = None;
+            for c in msg.cmsgs().expect("cmsgs") {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    received = fds.first().copied();
+                }
+            }
+            let n = msg.bytes;
+            let request: Value = serde_json::from_slice(&buf[..n]).expect("request");
+            // SAFETY: the descriptor just arrived by SCM_RIGHTS and nothing else owns it.
+            let fd = unsafe { OwnedFd::from_raw_fd(received.expect("a descriptor")) };
+            std::fs::File::from(fd)
+                .write_all(b"through QMP")
+                .expect("write");
+            writeln!(writer, r#"{{"return": {{}}}}"#).expect("answer");
+            request
+        });
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        let mut qmp = QmpClient::connect(&path, DEFAULT_TIMEOUT).expect("connect");
+        use std::os::fd::AsFd;
+        qmp.execute_with_fd("getfd", Some(json!({"fdname": "tap0"})), write.as_fd())
+            .expect("getfd");
+        drop(write);
+        let request = server.join().expect("server");
+        assert_eq!(request["execute"], "getfd");
+        assert_eq!(request["arguments"]["fdname"], "tap0");
+        let mut got = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(read), &mut got).expect("read");
+        assert_eq!(got, "through QMP");
     }
 
     #[test]

@@ -82,6 +82,28 @@ pub fn share_guest_network(guest: &mut GuestSpec) {
         .retain(|name| name != "network");
 }
 
+/// The container (a pod member that brought its own network) gets the guest namespace
+/// the agent made for it at `path`, not its pod's.
+pub fn own_guest_network(guest: &mut GuestSpec, path: &std::path::Path) {
+    if let Some(linux) = guest.spec.linux_mut() {
+        if let Some(namespaces) = linux.namespaces().clone() {
+            let kept = namespaces
+                .into_iter()
+                .map(|mut ns| {
+                    if ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network {
+                        ns.set_path(Some(path.to_path_buf()));
+                    }
+                    ns
+                })
+                .collect();
+            linux.set_namespaces(Some(kept));
+        }
+    }
+    let adjustments = &mut guest.adjustments;
+    adjustments.unjoined_namespaces.retain(|n| n != "network");
+    adjustments.pod_namespaces.retain(|n| n != "network");
+}
+
 fn is_bind(mount: &Mount) -> bool {
     mount.typ().as_deref() == Some("bind")
         || mount

@@ -21,6 +21,7 @@ use crate::hooks::{self, Stage};
 use crate::network;
 use crate::sandbox::agent::NewContainer;
 use crate::sandbox::host_cgroup::{self, HostCgroup, HostCgroupError, Limits};
+use crate::sandbox::member_network;
 use crate::sandbox::pod::{self, Placement};
 use crate::sandbox::sizing;
 use crate::sandbox::store::{self, SandboxState, SandboxStore, SandboxStoreError};
@@ -126,6 +127,11 @@ pub enum LifecycleError {
         id: String,
         #[source]
         source: crate::sandbox::mount_points::MountPointError,
+    },
+    #[error("container \"{id}\": carrying its own network namespace into its pod's VM: {source}")]
+    MemberNetwork {
+        id: String,
+        source: Box<crate::sandbox::member_network::MemberNetworkError>,
     },
     #[error("container \"{id}\": host networking cannot be carried into a VM (the spec names no network namespace, so the container would share the host's stack); give it a network namespace of its own (podman/docker: not --network host)")]
     HostNetwork { id: String },
@@ -439,14 +445,21 @@ fn boot(
             };
             let host_cpus = sizing::host_cpus();
             let size = sizing::size(default, &bundle.spec, &state.annotations, host_cpus);
-            let room =
-                (pod::expects_members(&state.annotations) || !blocks.is_empty()).then(|| {
-                    let max_vcpus = match ctx.config.guest.max_vcpus {
-                        0 => host_cpus,
-                        n => n,
-                    };
-                    sizing::room(size, max_vcpus, sizing::host_memory_mib())
-                });
+            let cgroups_path = bundle
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.cgroups_path().as_deref())
+                .and_then(Path::to_str);
+            let room = (pod::expects_members(&state.annotations, cgroups_path)
+                || !blocks.is_empty())
+            .then(|| {
+                let max_vcpus = match ctx.config.guest.max_vcpus {
+                    0 => host_cpus,
+                    n => n,
+                };
+                sizing::room(size, max_vcpus, sizing::host_memory_mib())
+            });
             pod.base = size;
             // Sized for the most the VM may grow to: with room, it never changes.
             let limits = match room {
@@ -542,7 +555,7 @@ fn boot(
             info!(ctx.log, "agent ready"; "container" => &id, "boot_ms" => started.elapsed().as_millis() as u64);
             if let Some(net) = guest_network.filter(|n| !n.interfaces.is_empty()) {
                 agent
-                    .setup_network(&net.interfaces, &net.routes)
+                    .setup_network(&net.interfaces, &net.routes, "")
                     .map_err(agent_err(&id))?;
                 info!(ctx.log, "network carried into the VM"; "container" => &id,
                       "interfaces" => net.describe());
@@ -571,6 +584,27 @@ fn boot(
                     info!(ctx.log, "the pod's VM cannot grow: the container's limits apply in its cgroup only";
                           "container" => &id, "vcpus" => share.vcpus, "memory_mib" => share.memory_mib);
                 }
+            }
+            let sandbox_pid = pod
+                .sandbox_container()
+                .and_then(|c| ctx.store.load(c).ok())
+                .and_then(|s| s.relay.map(|r| r.pid));
+            let mode = network::mode(&bundle.spec);
+            if let Some(netns) = member_network::own_namespace(&mode, &pod, sandbox_pid) {
+                let path = member_network::join(
+                    &sandbox,
+                    &agent,
+                    &mut pod,
+                    |p| sandboxes.save(&sandbox_lock, p).map_err(|e| e.to_string()),
+                    &id,
+                    &netns,
+                    &ctx.log,
+                )
+                .map_err(|source| LifecycleError::MemberNetwork {
+                    id: id.clone(),
+                    source: Box::new(source),
+                })?;
+                guest_spec::own_guest_network(&mut guest, &path);
             }
             (sandbox, agent)
         }
@@ -896,6 +930,7 @@ fn leave_sandbox(ctx: &Context, sandbox_id: &str, state: &ContainerState) {
         }
         // What it brought to the VM goes with it.
         let both = vm.as_ref().zip(agent.as_ref());
+        member_network::leave(both, &mut pod, id, &log);
         remove_disks(&sandboxes, &mut pod, both, id, &log);
         if pod.added.remove(id).is_some() {
             if let (Some(vm), Some(agent)) = (&vm, &agent) {
@@ -930,6 +965,7 @@ fn leave_sandbox(ctx: &Context, sandbox_id: &str, state: &ContainerState) {
             warn!(log, "releasing the pod's network"; "error" => e.to_string());
         }
     }
+    member_network::release_all(&mut pod, &log);
     // With the file server gone, the host binds it served can go.
     if let Err(e) = shares::release(&shared) {
         warn!(log, "releasing the shared host paths"; "error" => e.to_string());

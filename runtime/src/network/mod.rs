@@ -222,7 +222,7 @@ pub fn mode(spec: &oci_spec::runtime::Spec) -> Mode {
 }
 
 /// Whether two nsfs paths are the same namespace (same device and inode).
-fn same_namespace(a: &Path, b: &Path) -> bool {
+pub fn same_namespace(a: &Path, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (std::fs::metadata(a), std::fs::metadata(b)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),

@@ -104,11 +104,14 @@ impl Agent {
         Ok(agent)
     }
 
-    /// Gives the guest the pod's carried network.
+    /// Gives the guest a carried network: the pod's, in the guest's own namespace
+    /// (`namespace` empty), or a member's own, in a namespace the agent makes for it by
+    /// that name (its NICs being hot-added meanwhile).
     pub fn setup_network(
         &self,
         interfaces: &[crate::network::Interface],
         routes: &[crate::network::Route],
+        namespace: &str,
     ) -> Result<(), AgentError> {
         use ward_agent_protocol::agent::{IpNet, NetInterface, NetRoute, SetupNetworkRequest};
         let net = |n: &crate::network::IpNet| {
@@ -134,10 +137,22 @@ impl Agent {
             r.source = route.source.map(|s| s.to_string()).unwrap_or_default();
             req.routes.push(r);
         }
+        req.namespace = namespace.to_string();
         self.client
             .setup_network(ctx(Some(CALL_TIMEOUT)), &req)
             .map(drop)
             .map_err(self.failed("SetupNetwork"))
+    }
+
+    /// Deletes a member's own network namespace in the guest (its NICs return to the
+    /// guest's own, to be unplugged).
+    pub fn remove_network(&self, namespace: &str) -> Result<(), AgentError> {
+        let mut req = ward_agent_protocol::agent::RemoveNetworkRequest::new();
+        req.namespace = namespace.to_string();
+        self.client
+            .remove_network(ctx(Some(CALL_TIMEOUT)), &req)
+            .map(drop)
+            .map_err(self.failed("RemoveNetwork"))
     }
 
     /// Names the call in the error of a failed RPC.

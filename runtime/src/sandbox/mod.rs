@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod host_cgroup;
+pub mod member_network;
 pub mod mount_points;
 pub mod pod;
 pub mod shares;
@@ -311,6 +312,16 @@ impl Sandbox {
     pub fn remove_disk(&self, agent: &Agent, id: &str) -> Result<(), SandboxError> {
         agent.release_disk(id)?;
         Ok(self.hypervisor.remove_disk(&self.vm, id)?)
+    }
+
+    /// Hot-adds network card `nic` as `id`.
+    pub fn add_nic(&self, id: &str, nic: &ward_hypervisor::Nic) -> Result<(), SandboxError> {
+        Ok(self.hypervisor.add_nic(&self.vm, id, nic)?)
+    }
+
+    /// Hot-removes the network card attached as `id`.
+    pub fn remove_nic(&self, id: &str) -> Result<(), SandboxError> {
+        Ok(self.hypervisor.remove_nic(&self.vm, id)?)
     }
 
     /// Stops the VM and everything it is made of.

@@ -30,11 +30,33 @@ const MEMBER_TYPE: &str = "container";
 const SANDBOX_TYPE: &str = "sandbox";
 
 /// Whether the container is a pod's sandbox, which other containers will join: its VM
-/// then boots with room to grow for them.
-pub fn expects_members(annotations: &HashMap<String, String>) -> bool {
+/// then boots with room to grow for them (their vCPUs, memory, disks and NICs).
+pub fn expects_members(annotations: &HashMap<String, String>, cgroups_path: Option<&str>) -> bool {
     POD_ANNOTATIONS
         .iter()
         .any(|(type_key, _)| annotations.get(*type_key).map(String::as_str) == Some(SANDBOX_TYPE))
+        || is_podman_infra(annotations, cgroups_path)
+}
+
+/// podman marks its pods' members but not their infra container. That one is told by its
+/// cgroup, which podman puts in its pod's: `/libpod_parent/<pod>/libpod-<id>` (cgroupfs)
+/// or `machine-libpod_pod_<pod>.slice:libpod:<id>` (systemd), where a container outside
+/// any pod gets `/libpod_parent/libpod-<id>` or `machine.slice:libpod:<id>`.
+fn is_podman_infra(annotations: &HashMap<String, String>, cgroups_path: Option<&str>) -> bool {
+    let libpod = annotations.get("io.container.manager").map(String::as_str) == Some("libpod");
+    let typed = POD_ANNOTATIONS
+        .iter()
+        .any(|(type_key, _)| annotations.contains_key(*type_key));
+    let Some(path) = cgroups_path.filter(|_| libpod && !typed) else {
+        return false;
+    };
+    if let Some(rest) = path.strip_prefix("/libpod_parent/") {
+        let parts: Vec<&str> = rest.split('/').collect();
+        return parts.len() == 2 && !parts[0].starts_with("libpod-") && !parts[0].is_empty();
+    }
+    path.split(':')
+        .next()
+        .is_some_and(|slice| slice.contains("libpod_pod_"))
 }
 
 /// Where a container lives.
@@ -123,10 +145,38 @@ mod tests {
     #[test]
     fn only_a_pods_sandbox_expects_members() {
         let sandbox = annotations(&[("io.kubernetes.cri.container-type", "sandbox")]);
-        assert!(expects_members(&sandbox));
+        assert!(expects_members(&sandbox, None));
         let member = annotations(&[("io.kubernetes.cri-o.ContainerType", "container")]);
-        assert!(!expects_members(&member));
-        assert!(!expects_members(&HashMap::new()));
+        assert!(!expects_members(&member, None));
+        assert!(!expects_members(&HashMap::new(), None));
+    }
+
+    #[test]
+    fn a_podman_pods_infra_container_is_told_by_its_cgroup() {
+        let libpod = annotations(&[("io.container.manager", "libpod")]);
+        let pod = "528c61e1c5a585f2a8252c5ac1e9c8575859b1c633cbd905e9adf20988b9e54a";
+        let infra = format!("/libpod_parent/{pod}/libpod-532d21e688db");
+        assert!(expects_members(&libpod, Some(&infra)));
+        let systemd = format!("machine-libpod_pod_{pod}.slice:libpod:532d21e688db");
+        assert!(expects_members(&libpod, Some(&systemd)));
+        // Containers outside pods.
+        assert!(!expects_members(
+            &libpod,
+            Some("/libpod_parent/libpod-532d21e688db")
+        ));
+        assert!(!expects_members(
+            &libpod,
+            Some("machine.slice:libpod:532d21e688db")
+        ));
+        assert!(!expects_members(&libpod, None));
+        // Not podman's, or a member (it is typed).
+        assert!(!expects_members(&HashMap::new(), Some(&infra)));
+        let mut member = libpod.clone();
+        member.insert(
+            "io.kubernetes.cri-o.ContainerType".into(),
+            "container".into(),
+        );
+        assert!(!expects_members(&member, Some(&infra)));
     }
 
     #[test]

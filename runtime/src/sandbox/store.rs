@@ -75,6 +75,12 @@ pub struct SandboxState {
     /// The pod's network namespace and the interfaces carried from it, once carried.
     #[serde(default)]
     pub network: Option<crate::network::NetworkRecord>,
+    /// Members that brought a network namespace of their own, by container ID.
+    #[serde(default)]
+    pub member_networks: std::collections::BTreeMap<String, super::member_network::MemberNetwork>,
+    /// The last serial given to a hot-added NIC or a member's guest namespace.
+    #[serde(default)]
+    pub serial: u32,
 }
 
 impl SandboxState {
@@ -220,6 +226,8 @@ impl SandboxStore {
             disks: Default::default(),
             host_cgroup: None,
             network: None,
+            member_networks: Default::default(),
+            serial: 0,
         })
     }
 
