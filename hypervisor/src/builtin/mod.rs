@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::detach::{find_binary, spawn_detached, CgroupJoin, Privileges, Program};
 use crate::runfiles;
 use crate::{
-    Accel, BackendKind, BuiltinConfig, DiskSpec, Error, Hypervisor, ProcessRecord, Result,
+    Accel, BackendKind, BuiltinConfig, DiskSpec, Error, Hypervisor, Nic, ProcessRecord, Result,
     SharedFs, VmConfig, VmInstance, VsockEndpoint,
 };
 
@@ -26,7 +26,7 @@ use paths::RunPaths;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most one API exchange may take; hotplug waits for the guest's answer.
 const API_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long the guest may take to eject a disk's slot once asked.
+/// How long the guest may take to eject a disk's or network card's slot once asked.
 const EJECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a process gets between SIGTERM and SIGKILL once the grace is over.
 const TERM_GRACE: Duration = Duration::from_secs(1);
@@ -180,25 +180,60 @@ impl Hypervisor for Builtin {
     fn remove_disk(&self, vm: &VmInstance, id: &str) -> Result<()> {
         let mut api = self.api(vm)?;
         api.remove_disk(id)?;
-        let started = Instant::now();
-        while api.disk_ids()?.iter().any(|d| d == id) {
-            if started.elapsed() > EJECT_TIMEOUT {
-                return Err(Error::Timeout {
-                    what: format!("the guest's eject of disk {id:?}"),
-                    secs: EJECT_TIMEOUT.as_secs(),
-                    detail: "the guest did not eject its slot; it refuses while a driver \
-                             holds the disk (the agent's ReleaseDisk lets go of it)"
-                        .into(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
+        wait_ejected(
+            || api.disk_ids(),
+            &format!("disk {id:?}"),
+            id,
+            "the guest did not eject its slot; it refuses while a driver holds the disk \
+             (the agent's ReleaseDisk lets go of it)",
+        )
+    }
+
+    fn add_nic(&self, vm: &VmInstance, id: &str, nic: &Nic) -> Result<()> {
+        use std::os::fd::AsFd;
+        self.api(vm)?
+            .add_net(id, &nic.mac, nic.mtu, nic.tap.as_fd())
+    }
+
+    /// Asks the guest to eject the card's slot and returns once it has (the VMM then drops
+    /// the device and closes its copy of the tap).
+    fn remove_nic(&self, vm: &VmInstance, id: &str) -> Result<()> {
+        let mut api = self.api(vm)?;
+        api.remove_net(id)?;
+        wait_ejected(
+            || api.net_ids(),
+            &format!("network card {id:?}"),
+            id,
+            "the guest did not eject its slot (its virtio-net driver did not let go of the \
+             card)",
+        )
     }
 
     fn set_vcpus(&self, vm: &VmInstance, count: u32) -> Result<()> {
         self.api(vm)?.set_vcpus(count)
     }
+}
+
+/// Polls `ids` until `id` is gone from it: the guest ejected the device's slot. Bounded by
+/// EJECT_TIMEOUT; `what` and `detail` word the timeout.
+fn wait_ejected(
+    mut ids: impl FnMut() -> Result<Vec<String>>,
+    what: &str,
+    id: &str,
+    detail: &str,
+) -> Result<()> {
+    let started = Instant::now();
+    while ids()?.iter().any(|d| d == id) {
+        if started.elapsed() > EJECT_TIMEOUT {
+            return Err(Error::Timeout {
+                what: format!("the guest's eject of {what}"),
+                secs: EJECT_TIMEOUT.as_secs(),
+                detail: detail.into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// Waits until ward-vmm answers a ping, or has exited, or START_TIMEOUT passed.
@@ -234,4 +269,80 @@ fn wait_for_api(paths: &RunPaths, vmm: &ProcessRecord) -> Result<()> {
 
 fn vmm_died(paths: &RunPaths) -> Error {
     runfiles::helper_died("ward-vmm", "exited", &paths.vmm_log)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::SharedFs;
+
+    fn instance(control_socket: PathBuf) -> VmInstance {
+        VmInstance {
+            backend: BackendKind::Builtin,
+            processes: Vec::new(),
+            vsock: VsockEndpoint::Hybrid {
+                uds: control_socket.with_file_name("vsock.sock"),
+            },
+            console_log: control_socket.with_file_name("console.log"),
+            control_socket,
+            description: "test".into(),
+            shared_fs: SharedFs::Virtiofs,
+            hotplug: None,
+        }
+    }
+
+    /// add_nic sends the tap; remove_nic asks, then polls `info` until the card is gone.
+    #[test]
+    fn nics_are_added_and_removed_once_the_guest_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let vm = instance(path);
+        let removing = json!({"ok": true, "nets": [{"id": "n1", "state": "removing"}]});
+        // One connection per call, served in turn.
+        let server = std::thread::spawn(move || {
+            let add =
+                api::tests::fake_vmm(listener.try_clone().unwrap(), vec![json!({"ok": true})])
+                    .join()
+                    .unwrap();
+            let remove = api::tests::fake_vmm(
+                listener,
+                vec![
+                    json!({"ok": true, "pending": true}),
+                    removing.clone(),
+                    removing,
+                    json!({"ok": true, "nets": [{"id": null}]}),
+                ],
+            )
+            .join()
+            .unwrap();
+            (add, remove)
+        });
+        let (_r, w) = nix::unistd::pipe().unwrap();
+        let nic = Nic {
+            tap: Arc::new(w),
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu: 1400,
+        };
+        let builtin = Builtin::new(BuiltinConfig::default());
+        builtin.add_nic(&vm, "n1", &nic).unwrap();
+        builtin.remove_nic(&vm, "n1").unwrap();
+        let (added, removed) = server.join().unwrap();
+        assert_eq!(
+            added[0].0,
+            json!({"op": "add_net", "id": "n1", "mac": "02:00:00:00:00:01", "mtu": 1400})
+        );
+        assert_eq!(added[0].1.len(), 1, "the tap came with add_net");
+        let ops: Vec<&str> = removed
+            .iter()
+            .map(|(l, _)| l["op"].as_str().unwrap())
+            .collect();
+        assert_eq!(ops, vec!["remove_net", "info", "info", "info"]);
+        assert!(removed.iter().all(|(_, fds)| fds.is_empty()));
+    }
 }

@@ -1,6 +1,7 @@
 //! The API threads (hypervisor/vmm/src/api/mod.rs): the accept loop on the control socket,
 //! which starts a thread per connection, and those connection threads, which read request
-//! lines, hand them to the main thread over a channel and an eventfd, and write replies.
+//! lines (with recvmsg: `add_net`'s tap comes as SCM_RIGHTS), hand them and a received
+//! descriptor to the main thread over a channel and an eventfd, and write replies.
 //! No file is opened and no KVM call made here: the main thread does the work.
 
 use seccompiler::BackendError;
@@ -11,7 +12,8 @@ pub fn rules() -> Result<Rules, BackendError> {
     let mut r = common();
     r.allow_all(&[
         libc::SYS_accept4,
-        libc::SYS_recvfrom,
+        // Request lines and the descriptors that come with them.
+        libc::SYS_recvmsg,
         libc::SYS_sendto,
         // UnixStream::try_clone (F_DUPFD_CLOEXEC).
         libc::SYS_fcntl,

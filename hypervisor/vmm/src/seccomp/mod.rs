@@ -179,6 +179,23 @@ impl Rules {
         Ok(self)
     }
 
+    /// Allows `nr` when all of `conditions` hold: argument `arg`, compared as `len`
+    /// (32 or 64 bits), equals `value`.
+    pub fn allow_args_eq(
+        &mut self,
+        nr: libc::c_long,
+        conditions: &[(u8, SeccompCmpArgLen, u64)],
+    ) -> Result<&mut Self, seccompiler::BackendError> {
+        let conditions = conditions
+            .iter()
+            .map(|(arg, len, value)| {
+                SeccompCondition::new(*arg, len.clone(), SeccompCmpOp::Eq, *value)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.add_rules(nr, vec![SeccompRule::new(conditions)?]);
+        Ok(self)
+    }
+
     fn add_rules(&mut self, nr: i64, rules: Vec<SeccompRule>) {
         match self.0.get_mut(&nr) {
             // Already allowed with any arguments: stays so.

@@ -2,11 +2,14 @@
 //! API listens: its epoll loop, API requests (CPU hotplug creates and configures vCPUs and
 //! starts their threads; disk hotplug opens an image, sizes it, and wires its eventfds
 //! into KVM), the shutdown timer thread, kicking vCPU threads with a signal, and teardown.
+//! Network card hotplug checks and sets up the tap it is handed like those given at start:
+//! three tun ioctls (never TUNSETIFF) and O_NONBLOCK by fcntl.
 //! It starts vCPU threads, and through them device workers, so their calls are included.
 
-use seccompiler::BackendError;
+use seccompiler::{BackendError, SeccompCmpArgLen};
 
 use super::{common, kvm, thread_creation, vcpu, worker, Rules};
+use crate::devices::virtio::net::tap;
 
 pub fn rules() -> Result<Rules, BackendError> {
     let mut r = common();
@@ -16,7 +19,8 @@ pub fn rules() -> Result<Rules, BackendError> {
         libc::SYS_epoll_wait,
         libc::SYS_epoll_pwait,
         libc::SYS_eventfd2,
-        // Disk hotplug: the image is opened, sized by seeking, checked.
+        // Disk hotplug: the image is opened, sized by seeking, checked. fcntl: also network
+        // card hotplug (O_NONBLOCK on the tap, F_GETFL then F_SETFL).
         libc::SYS_openat,
         libc::SYS_lseek,
         libc::SYS_statx,
@@ -47,6 +51,16 @@ pub fn rules() -> Result<Rules, BackendError> {
             kvm::KVM_IOEVENTFD,
             kvm::KVM_IRQFD,
             worker::FIONBIO,
+        ],
+    )?;
+    // Network card hotplug (Tap::setup): the tap's name and flags, the virtio-net header
+    // size, and offloads, which may only be turned all off.
+    r.allow_arg_in(libc::SYS_ioctl, 1, &[tap::TUNGETIFF, tap::TUNSETVNETHDRSZ])?;
+    r.allow_args_eq(
+        libc::SYS_ioctl,
+        &[
+            (1, SeccompCmpArgLen::Dword, tap::TUNSETOFFLOAD),
+            (2, SeccompCmpArgLen::Qword, 0),
         ],
     )?;
     thread_creation(&mut r)?;

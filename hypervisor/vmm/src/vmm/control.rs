@@ -1,5 +1,7 @@
 //! Serving the control socket's requests on the main thread, which owns the VM.
 
+use std::os::fd::OwnedFd;
+
 use serde_json::json;
 
 use super::virtio::VirtioKind;
@@ -17,12 +19,13 @@ impl Vmm {
         let _ = api.wake.read();
         let calls: Vec<api::Call> = api.calls.try_iter().collect();
         for call in calls {
-            let reply = self.handle(call.request);
+            // A descriptor not used is closed before the reply goes out.
+            let reply = self.handle(call.request, call.fd);
             let _ = call.reply.send(reply);
         }
     }
 
-    fn handle(&mut self, request: Request) -> Reply {
+    fn handle(&mut self, request: Request, fd: Option<OwnedFd>) -> Reply {
         match request {
             Request::Ping => Reply::ok(),
             Request::Info => Reply::Ok(self.info()),
@@ -39,10 +42,21 @@ impl Vmm {
             Request::RemoveDisk { id } => self
                 .remove_disk(&id)
                 .map_or_else(Reply::Err, |()| Reply::Ok(json!({"pending": true}))),
+            Request::AddNet { id, mac, mtu } => match fd {
+                Some(tap) => self
+                    .add_net(id, mac, mtu, tap)
+                    .map_or_else(Reply::Err, |()| Reply::ok()),
+                // The API thread sees to it; this is for calls made another way.
+                None => Reply::Err("add_net: no tap descriptor came with the request".into()),
+            },
+            // Pending like a disk's: the slot is freed when the guest ejects it.
+            Request::RemoveNet { id } => self
+                .remove_net(&id)
+                .map_or_else(Reply::Err, |()| Reply::Ok(json!({"pending": true}))),
         }
     }
 
-    fn info(&self) -> serde_json::Value {
+    pub(super) fn info(&self) -> serde_json::Value {
         let disks: Vec<serde_json::Value> = self
             .virtio
             .iter()
@@ -56,11 +70,27 @@ impl Vmm {
                 _ => None,
             })
             .collect();
+        // Every card; those given on the command line have a null id and stay.
+        let nets: Vec<serde_json::Value> = self
+            .virtio
+            .iter()
+            .filter_map(|s| match &s.kind {
+                VirtioKind::Net { id, config, tap } => Some(json!({
+                    "id": id,
+                    "mac": config.mac_string(),
+                    "mtu": config.mtu,
+                    "tap": tap.name(),
+                    "state": if s.removing { "removing" } else { "attached" },
+                })),
+                _ => None,
+            })
+            .collect();
         json!({
             "state": "running",
             "vcpus": {"online": self.online_vcpus(), "max": self.max_vcpus},
             "memory_mib": self.ram.size() >> 20,
             "disks": disks,
+            "nets": nets,
             "acpi": self.hotplug.is_some(),
         })
     }

@@ -29,8 +29,14 @@ pub enum Error {
 #[derive(Debug, Clone)]
 pub enum VirtioKind {
     Block(DiskConfig),
-    /// The tap is opened and checked when the kind is made ([`VirtioKind::net`]).
-    Net(NetConfig, Arc<net::Tap>),
+    /// The tap is checked and set up when the kind is made ([`VirtioKind::net`] for the
+    /// command line's, [`VirtioKind::hot_net`] for the API's). Only hot-added cards have an
+    /// `id`, which names them for their removal.
+    Net {
+        id: Option<String>,
+        config: NetConfig,
+        tap: Arc<net::Tap>,
+    },
     Vsock(VsockConfig),
     Fs(FsConfig),
     Rng,
@@ -49,7 +55,37 @@ impl VirtioKind {
             device: format!("virtio-net {} (tap fd {})", config.mac_string(), config.fd),
             source: Box::new(e),
         })?;
-        Ok(VirtioKind::Net(config.clone(), Arc::new(tap)))
+        Ok(VirtioKind::Net {
+            id: None,
+            config: config.clone(),
+            tap: Arc::new(tap),
+        })
+    }
+
+    /// A hot-added virtio-net device named `id` on `tap`, a descriptor received over the
+    /// control socket, which is checked and set up here like [`VirtioKind::net`]'s (under
+    /// the main thread's seccomp filter, which allows these ioctls) and closed on failure.
+    pub fn hot_net(
+        id: String,
+        mac: [u8; 6],
+        mtu: Option<u16>,
+        tap: std::os::fd::OwnedFd,
+    ) -> Result<Self, Error> {
+        use std::os::fd::AsRawFd;
+        let config = NetConfig {
+            fd: tap.as_raw_fd(),
+            mac,
+            mtu,
+        };
+        let tap = net::Tap::from_owned(tap).map_err(|e| Error::Device {
+            device: format!("virtio-net {id} ({})", config.mac_string()),
+            source: Box::new(e),
+        })?;
+        Ok(VirtioKind::Net {
+            id: Some(id),
+            config,
+            tap: Arc::new(tap),
+        })
     }
 
     fn describe(&self) -> String {
@@ -60,9 +96,20 @@ impl VirtioKind {
                 d.path.display(),
                 if d.readonly { ", read-only" } else { "" }
             ),
-            VirtioKind::Net(n, tap) => {
-                format!("virtio-net {} (tap {})", n.mac_string(), tap.name())
-            }
+            VirtioKind::Net {
+                id: Some(id),
+                config,
+                tap,
+            } => format!(
+                "virtio-net {id} ({}, tap {})",
+                config.mac_string(),
+                tap.name()
+            ),
+            VirtioKind::Net {
+                id: None,
+                config,
+                tap,
+            } => format!("virtio-net {} (tap {})", config.mac_string(), tap.name()),
             VirtioKind::Vsock(v) => format!("virtio-vsock cid {} ({})", v.cid, v.uds.display()),
             VirtioKind::Fs(f) => format!("virtio-fs {} ({})", f.tag, f.socket.display()),
             VirtioKind::Rng => "virtio-rng".into(),
@@ -83,7 +130,9 @@ impl VirtioKind {
                 })
                 .map_err(|e| fail(Box::new(e)))?,
             ),
-            VirtioKind::Net(n, tap) => Box::new(net::Net::new(tap.clone(), n.mac, n.mtu)),
+            VirtioKind::Net { config, tap, .. } => {
+                Box::new(net::Net::new(tap.clone(), config.mac, config.mtu))
+            }
             VirtioKind::Vsock(v) => Box::new(
                 vsock::Vsock::new(u64::from(v.cid), &v.uds).map_err(|e| fail(Box::new(e)))?,
             ),
@@ -165,6 +214,14 @@ impl VirtioSlot {
     pub fn disk_id(&self) -> Option<&str> {
         match &self.kind {
             VirtioKind::Block(d) => Some(&d.id),
+            _ => None,
+        }
+    }
+
+    /// The id of a hot-added network card (those given at start have none).
+    pub fn net_id(&self) -> Option<&str> {
+        match &self.kind {
+            VirtioKind::Net { id, .. } => id.as_deref(),
             _ => None,
         }
     }

@@ -67,5 +67,6 @@ pub enum NetError {
     Interrupt(#[source] io::Error),
 }
 
+// pub(crate): the hotplug tests (vmm/hotplug.rs) make taps with its helpers.
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

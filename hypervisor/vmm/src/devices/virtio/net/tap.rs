@@ -2,8 +2,11 @@
 //! which opened it in the container's network namespace (TUNSETIFF with IFF_TAP | IFF_NO_PI |
 //! IFF_VNET_HDR). Every frame read or written carries a [`HDR_LEN`]-byte virtio-net header.
 //!
-//! All ioctls on the tap happen in [`Tap::open`], on the main thread before any seccomp filter
-//! is installed; afterwards the device worker only reads and writes it.
+//! All ioctls on the tap happen in [`Tap::setup`], on the main thread: for the taps given at
+//! start ([`Tap::open`]) before any seccomp filter is installed, for hot-added ones
+//! ([`Tap::from_owned`], the descriptor having come over the control socket) under the main
+//! thread's filter, which allows exactly these ioctls. The device worker only reads and
+//! writes the tap.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -43,9 +46,7 @@ pub struct Tap {
 
 impl Tap {
     /// Takes a copy of inherited descriptor `fd` (the original stays open and untouched
-    /// but for the flags below), checks that it is a tap with IFF_NO_PI and IFF_VNET_HDR,
-    /// sets the header size to [`HDR_LEN`], turns all offloads off, and makes it
-    /// non-blocking.
+    /// but for the flags [`Tap::setup`] sets) and sets the copy up.
     pub fn open(fd: RawFd) -> Result<Self, NetError> {
         // SAFETY: F_GETFD only reads descriptor flags; it passes no memory, and fails with
         // EBADF for a number that is not an open descriptor.
@@ -64,7 +65,22 @@ impl Tap {
             });
         }
         // SAFETY: `dup` was just returned by fcntl, is open, and nothing else owns it.
-        let file = File::from(unsafe { OwnedFd::from_raw_fd(dup) });
+        Self::setup(unsafe { OwnedFd::from_raw_fd(dup) }, fd)
+    }
+
+    /// Sets up a tap this process was handed (a hot-added card's, received over the control
+    /// socket): the descriptor is the tap's from now on, and closed with it, or at once when
+    /// it is refused.
+    pub fn from_owned(tap: OwnedFd) -> Result<Self, NetError> {
+        let fd = tap.as_raw_fd();
+        Self::setup(tap, fd)
+    }
+
+    /// The checks and set-up both ways in share: `tap` must be a tap with IFF_NO_PI and
+    /// IFF_VNET_HDR; its header size is set to [`HDR_LEN`], all offloads are turned off, and
+    /// it is made non-blocking. `fd` is the number errors name (what the caller was given).
+    fn setup(tap: OwnedFd, fd: RawFd) -> Result<Self, NetError> {
+        let file = File::from(tap);
 
         let mut req = IfReq::default();
         // SAFETY: TUNGETIFF writes one `struct ifreq` (40 bytes on 64-bit Linux) through the

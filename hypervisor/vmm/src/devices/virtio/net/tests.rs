@@ -58,7 +58,7 @@ fn ifname(s: &str) -> [u8; libc::IFNAMSIZ] {
 }
 
 /// Opens /dev/net/tun and attaches a new interface `wtap%d` with `flags`.
-fn create_tun(flags: i16) -> (File, String) {
+pub(crate) fn create_tun(flags: i16) -> (File, String) {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -221,7 +221,7 @@ impl NsTap {
 
 /// Runs `f` on a thread of its own in a new, empty network namespace, so that its tap and
 /// traffic never touch the host's.
-fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(move || {
         // SAFETY: unshare passes no memory; CLONE_NEWNET moves only this thread.
         let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
