@@ -17,6 +17,7 @@ use super::state::{ContainerState, Status};
 use super::store::{ContainerLock, Store, StoreError};
 use super::{devices, guest_spec, namespace_paths};
 use crate::config::Config;
+use crate::container::block_rootfs;
 use crate::hooks::{self, Stage};
 use crate::network;
 use crate::sandbox::agent::NewContainer;
@@ -32,6 +33,8 @@ use crate::sandbox::{mount_points, shares, Agent, AgentError, LaunchPlan, Sandbo
 const SANDBOX_TAG: &str = "ward-sandbox";
 /// Where the guest mounts it.
 const GUEST_SANDBOX_DIR: &str = "/run/ward/sandbox";
+/// Where a container's rootfs on a block device is mounted in the guest, by container ID.
+const GUEST_BLOCK_ROOTFS_DIR: &str = "/run/ward/rootfs";
 /// VMs launched for one container before giving up on a guest whose vsock never answers.
 const BOOT_ATTEMPTS: u32 = 2;
 /// How long a VM gets to quit on its own when it is being torn down.
@@ -127,6 +130,11 @@ pub enum LifecycleError {
         id: String,
         #[source]
         source: crate::sandbox::mount_points::MountPointError,
+    },
+    #[error("container \"{id}\": {source}")]
+    BlockRootfs {
+        id: String,
+        source: crate::container::block_rootfs::BlockRootfsError,
     },
     #[error("container \"{id}\": carrying its own network namespace into its pod's VM: {source}")]
     MemberNetwork {
@@ -352,6 +360,11 @@ fn boot(
             source,
         }
     })?;
+    let block_root =
+        block_rootfs::detect(&bundle.rootfs).map_err(|source| LifecycleError::BlockRootfs {
+            id: id.clone(),
+            source,
+        })?;
     let mut guest =
         guest_spec::translate(&bundle.spec, &guest_dir.join("mounts"), member, |path| {
             std::fs::metadata(path).ok().map(|m| m.is_dir())
@@ -422,14 +435,28 @@ fn boot(
                   "container" => &id, "paths" => made.join(","));
         }
     }
-    let rootfs = HostBind {
-        source: bundle.rootfs.clone(),
-        name: "rootfs".into(),
-        is_dir: true,
-        read_only,
-        recursive: true,
-    };
-    shares::share(&host_dir, &[rootfs]).map_err(share_err(&id))?;
+    match &block_root {
+        // The device goes to the guest once it runs; the host stops writing it now.
+        Some(block) => {
+            block_rootfs::hand_over(block).map_err(|source| LifecycleError::BlockRootfs {
+                id: id.clone(),
+                source,
+            })?;
+            info!(ctx.log, "the rootfs is a block device's file system: the VM gets the device";
+                  "container" => &id, "device" => &block.source, "fstype" => &block.fstype,
+                  "host_mount" => "read-only from now on");
+        }
+        None => {
+            let rootfs = HostBind {
+                source: bundle.rootfs.clone(),
+                name: "rootfs".into(),
+                is_dir: true,
+                read_only,
+                recursive: true,
+            };
+            shares::share(&host_dir, &[rootfs]).map_err(share_err(&id))?;
+        }
+    }
     shares::share(&host_dir.join("mounts"), &guest.binds).map_err(share_err(&id))?;
 
     let (sandbox, agent) = match &placement {
@@ -452,7 +479,8 @@ fn boot(
                 .and_then(|l| l.cgroups_path().as_deref())
                 .and_then(Path::to_str);
             let room = (pod::expects_members(&state.annotations, cgroups_path)
-                || !blocks.is_empty())
+                || !blocks.is_empty()
+                || block_root.is_some())
             .then(|| {
                 let max_vcpus = match ctx.config.guest.max_vcpus {
                     0 => host_cpus,
@@ -611,7 +639,9 @@ fn boot(
     };
 
     for block in &blocks {
-        let disk = pass_through(&sandboxes, &sandbox_id, &id, block)?;
+        // Disk IDs are at most 20 characters: 8 for the container, the entry's index.
+        let disk_id = format!("d{}-{}", store::short_name(&id), block.index);
+        let disk = pass_through(&sandboxes, &sandbox_id, &id, block, &disk_id)?;
         // Recorded before it is added, so that teardown removes it whatever happens.
         pod.disks
             .entry(id.clone())
@@ -631,6 +661,41 @@ fn boot(
         );
     }
 
+    let mut rootfs_guest_path = guest_dir.join("rootfs");
+    let mut storages = Vec::new();
+    if let Some(block) = &block_root {
+        let device = devices::BlockDevice {
+            index: 0,
+            path: block.mount_point.clone(),
+            major: i64::from(block.major),
+            minor: i64::from(block.minor),
+        };
+        let disk_id = format!("r{}", store::short_name(&id));
+        let mut disk = pass_through(&sandboxes, &sandbox_id, &id, &device, &disk_id)?;
+        disk.read_only = read_only;
+        // Recorded before it is added, so that teardown removes it whatever happens.
+        pod.disks
+            .entry(id.clone())
+            .or_default()
+            .push(disk.id.clone());
+        sandboxes.save(&sandbox_lock, &pod).map_err(pod_err(&id))?;
+        let started = std::time::Instant::now();
+        let info = sandbox.add_disk(&agent, &disk).map_err(sandbox_err(&id))?;
+        info!(ctx.log, "rootfs device attached"; "container" => &id, "guest" => &info.path,
+              "ms" => started.elapsed().as_millis() as u64);
+        rootfs_guest_path = PathBuf::from(GUEST_BLOCK_ROOTFS_DIR).join(&id);
+        storages.push(Storage {
+            source: info.path.clone(),
+            fstype: block.fstype.clone(),
+            options: if read_only {
+                vec!["ro".to_string()]
+            } else {
+                Vec::new()
+            },
+            mount_point: rootfs_guest_path.display().to_string(),
+            ..Default::default()
+        });
+    }
     let sandbox_storage = shared_storage(
         sandbox.vm.shared_fs,
         SANDBOX_TAG,
@@ -645,7 +710,8 @@ fn boot(
         id: &id,
         spec_json,
         sandbox_storages: vec![sandbox_storage],
-        rootfs_guest_path: &guest_dir.join("rootfs").display().to_string(),
+        storages,
+        rootfs_guest_path: &rootfs_guest_path.display().to_string(),
         sandbox_container: if member {
             pod.sandbox_container()
         } else {
@@ -671,6 +737,7 @@ fn pass_through(
     sandbox_id: &str,
     id: &str,
     block: &devices::BlockDevice,
+    disk_id: &str,
 ) -> Result<DiskSpec, LifecycleError> {
     let dir = sandboxes.device_dir(sandbox_id);
     let io_err = |what: String, source: std::io::Error| LifecycleError::Io {
@@ -679,9 +746,7 @@ fn pass_through(
         source,
     };
     std::fs::create_dir_all(&dir).map_err(|e| io_err(format!("creating {}", dir.display()), e))?;
-    // Disk IDs are at most 20 characters: 8 for the container, the entry's index.
-    let disk_id = format!("d{}-{}", store::short_name(id), block.index);
-    let node = dir.join(&disk_id);
+    let node = dir.join(disk_id);
     let (Ok(major), Ok(minor)) = (u64::try_from(block.major), u64::try_from(block.minor)) else {
         return Err(io_err(
             format!(
@@ -707,7 +772,7 @@ fn pass_through(
         )
     })?;
     Ok(DiskSpec {
-        id: disk_id,
+        id: disk_id.to_string(),
         path: node,
         read_only: false,
     })

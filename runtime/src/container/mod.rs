@@ -1,5 +1,6 @@
 //! Containers: bundles in, state on disk, the lifecycle state machine.
 
+pub mod block_rootfs;
 pub mod bundle;
 pub mod devices;
 pub mod guest_spec;

@@ -70,6 +70,8 @@ pub struct NewContainer<'a> {
     pub spec_json: Vec<u8>,
     /// The sandbox's shared directory, mounted once for all of its containers.
     pub sandbox_storages: Vec<Storage>,
+    /// The container's own (a rootfs on a block device), unmounted with it.
+    pub storages: Vec<Storage>,
     pub rootfs_guest_path: &'a str,
     /// For a pod's member: its sandbox container, whose namespaces it joins.
     pub sandbox_container: Option<&'a str>,
@@ -168,6 +170,7 @@ impl Agent {
         req.container_id = new.id.to_string();
         req.oci_spec_json = new.spec_json;
         req.sandbox_storages = new.sandbox_storages;
+        req.storages = new.storages;
         req.rootfs_guest_path = new.rootfs_guest_path.to_string();
         if let Some(sandbox) = new.sandbox_container {
             req.sandbox_container_id = sandbox.to_string();
