@@ -351,17 +351,40 @@ impl Agent for Service {
 
     fn remove_network(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: RemoveNetworkRequest,
     ) -> ttrpc::Result<Empty> {
         let started = Instant::now();
         info!(self.log, "rpc"; "rpc" => "RemoveNetwork", "namespace" => &req.namespace);
-        let result = network::plan::parse_namespace(&req.namespace).and_then(|name| match name {
-            Some(name) => network::namespace::remove(&name),
-            None => Err(network::NetworkError::Invalid(
-                "RemoveNetwork needs a namespace name; the guest's own stays".into(),
-            )),
-        });
+        let until = deadline(ctx);
+        let left = || until.saturating_duration_since(Instant::now());
+        let result = network::plan::parse_namespace(&req.namespace)
+            .and_then(|name| {
+                name.ok_or_else(|| {
+                    network::NetworkError::Invalid(
+                        "RemoveNetwork needs a namespace name; the guest's own stays".into(),
+                    )
+                })
+            })
+            .and_then(|name| {
+                // Its NICs come back here first, to be released for the VMM's unplug.
+                let macs = network::apply::evacuate(&name, left())?;
+                network::namespace::remove(&name)?;
+                Ok(macs)
+            })
+            .and_then(|macs| {
+                for mac in &macs {
+                    hotplug::release_nic(SYS.as_ref(), mac, until).map_err(|source| {
+                        network::NetworkError::Release {
+                            mac: mac.clone(),
+                            source,
+                        }
+                    })?;
+                }
+                info!(self.log, "network namespace removed"; "namespace" => &req.namespace,
+                      "nics_released" => macs.join(","));
+                Ok(())
+            });
         self.finish("RemoveNetwork", "", started, result)
             .map(|()| Empty::new())
     }

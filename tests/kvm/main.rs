@@ -6,6 +6,7 @@
 //! Run anywhere else, each test fails at once, naming the KVM class it found: none of
 //! them passes by naming the host's limit.
 
+mod block_rootfs;
 mod builtin;
 mod check;
 mod confinement;

@@ -3,6 +3,7 @@
 //! a missing piece fails the test with what to do, rather than skipping it.
 
 pub mod engines;
+pub mod mounted_image;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

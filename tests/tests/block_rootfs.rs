@@ -5,76 +5,10 @@
 //! host's mount turns read-only while the guest owns the device; what the guest writes is
 //! in the image afterwards, and the disk leaves with the container.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use ward_e2e::mounted_image::{is_disk_root, MountedImage};
 use ward_e2e::{text, Ward};
-
-/// An ext4 image of `files` on a loop device mounted at `at`; undone on drop.
-struct MountedImage {
-    at: PathBuf,
-    device: String,
-    image: PathBuf,
-}
-
-impl MountedImage {
-    fn new(files: &Path, image: PathBuf, at: &Path) -> MountedImage {
-        let out = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-L", "wardroot", "-d"])
-            .arg(files)
-            .arg(&image)
-            .arg("64M")
-            .output()
-            .expect("mkfs.ext4 (apt-get install e2fsprogs)");
-        assert!(out.status.success(), "mkfs.ext4: {}", text(&out.stderr));
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&image)
-            .output()
-            .expect("losetup (apt-get install mount)");
-        assert!(out.status.success(), "losetup: {}", text(&out.stderr));
-        let device = text(&out.stdout).trim().to_string();
-        let mounted = MountedImage {
-            at: at.to_path_buf(),
-            device,
-            image,
-        };
-        std::fs::create_dir_all(at).expect("the mount point");
-        let out = Command::new("mount")
-            .args(["-t", "ext4", &mounted.device])
-            .arg(at)
-            .output()
-            .expect("mount");
-        assert!(out.status.success(), "mount: {}", text(&out.stderr));
-        mounted
-    }
-
-    /// The mount's options as the host's mountinfo has them.
-    fn options(&self) -> String {
-        let wanted = self.at.to_string_lossy().to_string();
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .expect("mountinfo")
-            .lines()
-            .rev()
-            .find(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
-            .and_then(|l| l.split(' ').nth(5).map(str::to_string))
-            .unwrap_or_default()
-    }
-
-    fn unmount(&self) {
-        let _ = Command::new("umount")
-            .arg(&self.at)
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
-impl Drop for MountedImage {
-    fn drop(&mut self) {
-        self.unmount();
-        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
-    }
-}
 
 #[test]
 fn a_rootfs_on_a_block_device_is_the_guests_root_and_keeps_what_it_wrote() {
@@ -99,7 +33,7 @@ fn a_rootfs_on_a_block_device_is_the_guests_root_and_keeps_what_it_wrote() {
     println!("run on a block rootfs: {:?}", started.elapsed());
     let root = said.lines().next().unwrap_or_default();
     assert!(
-        root.starts_with("/dev/vd") && root.contains(" / ext4 "),
+        is_disk_root(root),
         "the guest's / is not the device's ext4: {said}"
     );
     assert!(said.contains("from-the-image"), "{said}");

@@ -429,6 +429,19 @@ fn a_pod_member_brings_its_own_network() {
     let response =
         ward_e2e::http_get(addr, Duration::from_secs(30)).expect("GET after the second left");
     assert!(response.contains("own-nic"), "{response}");
+    // Its card left the VM: the infra's and the first member's remain.
+    let cards = podman.ok(&[
+        "exec",
+        &member,
+        "sh",
+        "-c",
+        "ls /sys/bus/virtio/drivers/virtio_net | grep -c virtio",
+    ]);
+    assert_eq!(
+        cards.trim(),
+        "2",
+        "virtio-net devices in the guest: {cards}"
+    );
 
     // Gone with the member: its NIC, its guest namespace, the host redirect.
     podman.ok(&["rm", "--force", "--time", "0", &member]);

@@ -2,12 +2,12 @@
 //! the VMM takes one away, the guest must let go of it: Linux's ACPI container handler
 //! refuses to eject a slot that is online, and the virtio-mmio platform device of a slot
 //! outlives the eject (its ACPI node is static), so its driver is unbound here, which
-//! removes the block device, and the slot is offlined.
+//! removes the block device, and the slot is offlined (see `slots`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use super::{read, write, HotplugError, POLL};
+use super::{read, HotplugError, POLL};
 
 /// A block device of the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,37 +75,18 @@ pub fn release_disk(
             mount_point,
         });
     }
-    let not_hotplugged = |why: String| HotplugError::NotHotplugged {
-        serial: serial.to_string(),
-        device: disk.dev_path(),
-        why,
-    };
-    // block/vdX/device is the virtio device; its parent is the virtio-mmio platform device.
     let device_link = sys.join("block").join(&disk.name).join("device");
-    let virtio = resolve(&device_link)?;
-    let platform = virtio
-        .parent()
-        .ok_or_else(|| not_hotplugged(format!("{} has no parent", virtio.display())))?;
-    let platform_name = file_name(platform);
-    // A virtio-pci disk (QEMU's q35): the VMM removes it through PCIe native hotplug,
-    // which the guest kernel completes by itself; it only had to be unused, as it is.
-    let on_pci = resolve(&platform.join("subsystem")).is_ok_and(|s| s.ends_with("bus/pci"));
-    if on_pci {
+    let released = super::slots::release(sys, &device_link).map_err(|e| match e {
+        super::slots::SlotError::NotInSlot(why) => HotplugError::NotHotplugged {
+            serial: serial.to_string(),
+            device: disk.dev_path(),
+            why,
+        },
+        super::slots::SlotError::Sysfs(e) => e,
+    })?;
+    if released == super::slots::Released::OnPci {
         return Ok(());
     }
-    let slot = resolve(&platform.join("firmware_node"))
-        .ok()
-        .and_then(|node| node.parent().map(file_name))
-        .filter(|parent| parent.starts_with("ACPI0004:"))
-        .ok_or_else(|| not_hotplugged(format!("{platform_name} is not in an ACPI0004 slot")))?;
-    write(
-        &sys.join("bus/platform/drivers/virtio-mmio/unbind"),
-        &platform_name,
-    )?;
-    write(
-        &sys.join("bus/container/devices").join(&slot).join("online"),
-        "0",
-    )?;
     let started = Instant::now();
     while sys.join("block").join(&disk.name).exists() {
         if Instant::now() >= deadline {
@@ -183,19 +164,6 @@ fn mounted_at(mountinfo: &str, major: u32, minor: u32) -> Option<String> {
         let mount_point = fields.nth(1)?;
         (device == dev).then(|| mount_point.to_string())
     })
-}
-
-fn resolve(link: &Path) -> Result<PathBuf, HotplugError> {
-    std::fs::canonicalize(link).map_err(|source| HotplugError::Read {
-        path: link.to_path_buf(),
-        source,
-    })
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -1,12 +1,15 @@
-//! The guest's half of hotplug. The VMM makes a vCPU or a disk present (ACPI), but Linux
-//! leaves hot-added CPUs offline, and will not let a hotplug slot go while a driver holds
-//! its device: the agent onlines the one and releases the other, on the runtime's word.
+//! The guest's half of hotplug. The VMM makes a vCPU, a disk or a NIC present (ACPI), but
+//! Linux leaves hot-added CPUs offline, and will not let a hotplug slot go while a driver
+//! holds its device: the agent onlines the one and releases the others, on the runtime's
+//! word.
 //!
 //! Everything here works on a sysfs root passed in, so that the tests can run it on a
 //! tree of plain files; the server passes `/sys`.
 
 mod cpus;
 mod disks;
+mod nics;
+mod slots;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +21,7 @@ use crate::error::Coded;
 
 pub use cpus::online_cpus;
 pub use disks::{release_disk, wait_disk};
+pub use nics::release_nic;
 
 /// How often a wait looks at sysfs again; hotplug events take milliseconds to land.
 const POLL: Duration = Duration::from_millis(20);
@@ -70,6 +74,18 @@ pub enum HotplugError {
         device: String,
         waited: Duration,
     },
+    #[error("network card {mac} ({name}) is not in a hotplug slot ({why})")]
+    NicNotHotplugged {
+        mac: String,
+        name: String,
+        why: String,
+    },
+    #[error("network card {mac} ({name}) was released but is still present after {waited:?}")]
+    NicStillPresent {
+        mac: String,
+        name: String,
+        waited: Duration,
+    },
     #[error("a vCPU count of {0} is out of range")]
     BadCount(u32),
     #[error("{0:?} is not a disk serial (1 to 20 of [A-Za-z0-9_.-])")]
@@ -81,11 +97,12 @@ impl Coded for HotplugError {
         match self {
             HotplugError::CpusTimeout { .. }
             | HotplugError::DiskTimeout { .. }
-            | HotplugError::StillPresent { .. } => Code::DEADLINE_EXCEEDED,
+            | HotplugError::StillPresent { .. }
+            | HotplugError::NicStillPresent { .. } => Code::DEADLINE_EXCEEDED,
             HotplugError::NoSuchDisk(_) => Code::NOT_FOUND,
-            HotplugError::DiskMounted { .. } | HotplugError::NotHotplugged { .. } => {
-                Code::FAILED_PRECONDITION
-            }
+            HotplugError::DiskMounted { .. }
+            | HotplugError::NotHotplugged { .. }
+            | HotplugError::NicNotHotplugged { .. } => Code::FAILED_PRECONDITION,
             HotplugError::BadCount(_) | HotplugError::BadSerial(_) => Code::INVALID_ARGUMENT,
             _ => Code::INTERNAL,
         }

@@ -69,6 +69,45 @@ pub fn apply(plan: &Plan, deadline: Duration) -> Result<(), NetworkError> {
     })
 }
 
+/// Moves every NIC of the container namespace `name` back into the guest's own (the
+/// calling thread's), under names the kernel picks (`wardgone0`, …: the container's may
+/// be taken there), and returns their MACs: a member leaving, its NICs are to be released
+/// and unplugged. A namespace that is gone has none.
+pub fn evacuate(name: &str, deadline: Duration) -> Result<Vec<String>, NetworkError> {
+    let path = namespace::path_of(name);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let own = std::fs::File::open("/proc/thread-self/ns/net")
+        .map_err(|e| NetworkError::Namespace(format!("opening the guest's namespace: {e}")))?;
+    namespace::within(&path, move || {
+        run(deadline, async move {
+            let (connection, handle, _) =
+                rtnetlink::new_connection().map_err(NetworkError::Runtime)?;
+            tokio::spawn(connection);
+            let mut macs = Vec::new();
+            for link in links(&handle).await? {
+                let Some(mac) = mac_of(&link).filter(|m| m.len() == 6 && m.iter().any(|b| *b != 0))
+                else {
+                    continue; // lo
+                };
+                let mac: [u8; 6] = mac.try_into().unwrap_or_default();
+                set(
+                    &handle,
+                    LinkUnspec::new_with_index(link.header.index)
+                        .setns_by_fd(own.as_raw_fd())
+                        .name("wardgone%d".to_string())
+                        .build(),
+                    "moving a NIC back to the guest's own namespace",
+                )
+                .await?;
+                macs.push(mac_text(&mac));
+            }
+            Ok(macs)
+        })
+    })
+}
+
 /// Runs `work` on a one-thread runtime of the calling thread (whose network namespace
 /// its netlink sockets are made in), within `deadline`.
 fn run<T>(
@@ -533,6 +572,12 @@ mod tests {
                     .any(|a| a.attributes.contains(&AddressAttribute::Address(ip))),
                 "{addresses:?}"
             );
+            // Leaving, its NIC comes back under a name of the kernel's choosing.
+            let back = evacuate(&name, Duration::from_secs(5)).expect("evacuate");
+            assert_eq!(back, ["02:00:00:00:07:01"]);
+            let here = run(Duration::from_secs(5), present(vec![mac])).unwrap();
+            assert_eq!(here, [mac], "the NIC did not come back");
+            assert!(evacuate(&name, Duration::from_secs(5)).unwrap().is_empty());
             // A NIC that never comes is named once the deadline passes.
             let mut never = plan.clone();
             never.nics[0].mac = [2, 0, 0, 0, 7, 9];

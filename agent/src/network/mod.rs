@@ -26,6 +26,11 @@ pub enum NetworkError {
     Timeout(u64),
     #[error("network namespace: {0}")]
     Namespace(String),
+    #[error("releasing the network card {mac} for its unplug: {source}")]
+    Release {
+        mac: String,
+        source: crate::hotplug::HotplugError,
+    },
     #[error("starting the netlink runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -36,6 +41,7 @@ impl Coded for NetworkError {
             NetworkError::Invalid(_) => Code::INVALID_ARGUMENT,
             NetworkError::NoSuchNic { .. } => Code::NOT_FOUND,
             NetworkError::Timeout(_) => Code::DEADLINE_EXCEEDED,
+            NetworkError::Release { source, .. } => source.code(),
             _ => Code::INTERNAL,
         }
     }
