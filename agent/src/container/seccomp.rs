@@ -11,7 +11,8 @@
 //!   instead of one rule (ANDed). `SCMP_ACT_NOTIFY` is refused: there is no seccomp agent
 //!   to hand the listener to.
 //! - [`compile`] (in the agent, before any fork): libseccomp builds the filter and exports
-//!   it as a BPF program, so that every error is a CreateContainer error naming it.
+//!   it as a BPF program, so that every error is a CreateContainer error naming it; runc's
+//!   ENOSYS stub goes in front of it ([`enosys_stub`]).
 //! - [`load`] (in the container process, right before execve or before its privileges go,
 //!   see `spawn::exec_program`): one seccomp(2) call with the profile's flags, as runc's
 //!   loader does, and no allocation.
@@ -104,6 +105,9 @@ pub struct Profile {
     pub flags: libc::c_ulong,
     /// Names libseccomp does not know, skipped (for a debug line in the log).
     pub skipped: Vec<String>,
+    /// The highest native (x86-64) syscall number the profile names, whatever its action:
+    /// a syscall above it is newer than the profile (see [`enosys_stub`]).
+    pub newest_known: Option<u32>,
 }
 
 /// `linux.seccomp` from JSON (the fuzz target's way in; CreateContainer gets it parsed
@@ -217,6 +221,7 @@ pub fn translate(seccomp: &LinuxSeccomp) -> Result<Profile, SeccompError> {
 
     let mut rules = Vec::new();
     let mut skipped = Vec::new();
+    let mut newest_known = None;
     for (i, call) in seccomp.syscalls().iter().flatten().enumerate() {
         let call_action = action(call.action(), call.errno_ret(), &|| {
             format!("syscalls[{i}] ({})", some_names(call.names()))
@@ -259,14 +264,18 @@ pub fn translate(seccomp: &LinuxSeccomp) -> Result<Profile, SeccompError> {
                     name: name.clone(),
                 });
             }
-            // Redundant with the default action: libseccomp would refuse it.
-            if call_action == default_action {
-                continue;
-            }
             let Ok(syscall) = ScmpSyscall::from_name(name) else {
                 skipped.push(name.clone());
                 continue;
             };
+            // Pseudo-syscalls of other architectures are negative.
+            if let Ok(number) = u32::try_from(i32::from(syscall)) {
+                newest_known = newest_known.max(Some(number));
+            }
+            // Redundant with the default action: libseccomp would refuse it.
+            if call_action == default_action {
+                continue;
+            }
             let groups: Vec<Vec<Condition>> = if split {
                 conditions.iter().map(|c| vec![*c]).collect()
             } else {
@@ -291,6 +300,7 @@ pub fn translate(seccomp: &LinuxSeccomp) -> Result<Profile, SeccompError> {
         rules,
         flags,
         skipped,
+        newest_known,
     })
 }
 
@@ -359,11 +369,70 @@ pub fn compile(profile: &Profile) -> Result<Filter, SeccompError> {
     file.seek(SeekFrom::Start(0))
         .and_then(|_| file.read_to_end(&mut bytes))
         .map_err(SeccompError::Export)?;
-    let program = program_from_bytes(&bytes)?;
+    let mut program = enosys_stub(profile);
+    program.extend(program_from_bytes(&bytes)?);
+    if program.len() > BPF_MAXINSNS {
+        return Err(SeccompError::TooLong(program.len()));
+    }
     Ok(Filter {
         program,
         flags: profile.flags,
     })
+}
+
+/// x86-64's AUDIT_ARCH (EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE).
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+/// Set in the numbers of x32 syscalls, which go to libseccomp's program untouched.
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// runc's ENOSYS patch: a native syscall numbered above every one the profile names is
+/// newer than the profile, and gets ENOSYS instead of the default action. A program
+/// probing for a new call (glibc's clone3, then clone) then falls back as it does on an
+/// older kernel, where EPERM would make it fail. Nothing is added where the default
+/// action allows, or already answers ENOSYS.
+fn enosys_stub(profile: &Profile) -> Vec<libc::sock_filter> {
+    let enosys = ScmpAction::Errno(libc::ENOSYS);
+    let Some(newest) = profile.newest_known else {
+        return Vec::new();
+    };
+    if matches!(profile.default_action, ScmpAction::Allow) || profile.default_action == enosys {
+        return Vec::new();
+    }
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    // seccomp_data: nr at offset 0, arch at 4. Jumps count from the next instruction;
+    // libseccomp's program starts right after the six below.
+    vec![
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4),
+        jump(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            AUDIT_ARCH_X86_64,
+            0,
+            4,
+        ),
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        jump(
+            libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K,
+            X32_SYSCALL_BIT,
+            2,
+            0,
+        ),
+        jump(libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K, newest, 0, 1),
+        stmt(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        ),
+    ]
 }
 
 /// The exported program, struct sock_filter after struct sock_filter in native order.
@@ -732,6 +801,51 @@ mod tests {
 
     fn errno() -> i32 {
         std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    }
+
+    /// A syscall newer than the profile gets ENOSYS, one it knows the default errno.
+    #[test]
+    fn a_syscall_newer_than_the_profile_gets_enosys() {
+        // Everything a forked child needs to report back, and nothing else.
+        let p = profile(
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1, "syscalls": [
+                {"names": ["exit", "exit_group", "getpid", "mkdir", "futex", "rt_sigprocmask",
+                           "write", "munmap", "sched_yield"],
+                 "action": "SCMP_ACT_ALLOW"},
+                {"names": ["uname"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
+            ]}"#,
+        )
+        .unwrap();
+        let newest = p.newest_known.expect("a newest syscall");
+        assert_eq!(newest, libc::SYS_exit_group as u32);
+        let filter = compile(&p).unwrap();
+        let code = in_filtered_child(&filter, || {
+            // Known to the profile, not allowed: the default errno.
+            // SAFETY: integer-only raw syscalls.
+            let known = unsafe { libc::syscall(libc::SYS_getuid) };
+            if known != -1 || errno() != libc::EPERM {
+                return 1;
+            }
+            // SAFETY: as above; the number is above every one the profile names.
+            let newer = unsafe { libc::syscall(libc::SYS_getuid.max(i64::from(newest)) + 1) };
+            if newer != -1 || errno() != libc::ENOSYS {
+                return 2;
+            }
+            // SAFETY: as above; allowed.
+            if unsafe { libc::syscall(libc::SYS_getpid) } <= 0 {
+                return 3;
+            }
+            0
+        });
+        assert_eq!(code, 0);
+        // No stub where the default action allows.
+        let allow = profile(
+            r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}"#,
+        )
+        .unwrap();
+        assert!(enosys_stub(&allow).is_empty());
+        assert_eq!(enosys_stub(&p).len(), 6);
     }
 
     #[test]
